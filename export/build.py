@@ -1,0 +1,165 @@
+"""Build a verified bundle from a checkpoint: export → verify tensors → verify the task end to end → publish."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from distilrt.bundle import SCHEMA_VERSION
+from distilrt.export import checkpoint as ckpt
+from distilrt.export.config import ExportConfig, ShapeProfile, Tolerances, VerifyConfig
+from distilrt.export.onnx import export_onnx, resolve_attn_implementation, sample_inputs
+from distilrt.export.probes import task_probes
+from distilrt.export.publish import publish, staging_dir, write_json, write_manifest
+from distilrt.export.verify import verify_task, verify_tensors
+
+Progress = Callable[[str], None]
+
+
+def print_progress(message: str) -> None:
+    print(f"[distilrt] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    task: str | None = None
+    revision: str | None = None
+    out_dir: Path = Path("artifacts")
+    export: ExportConfig = field(default_factory=ExportConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    tolerances: Tolerances = field(default_factory=Tolerances.fp32)
+    shape_profile: ShapeProfile | None = None  # None: up to the model's maximum sequence length
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    bundle: Path
+    manifest: dict
+    seconds: float
+
+
+def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progress: Progress = print_progress) -> BuildResult:
+    started = time.perf_counter()
+    checkpoint = ckpt.resolve_checkpoint(checkpoint_id, task=options.task, revision=options.revision)
+    label = f"{checkpoint.name} ({checkpoint.spec.model_type}, {checkpoint.task.name}"
+    label += ", RANDOM weights)" if checkpoint.random_weights else ")"
+    progress(f"loading {label}")
+    attn_implementation = resolve_attn_implementation(options.export)
+    model = ckpt.load_model(checkpoint, attn_implementation)
+    hf_tokenizer = ckpt.load_tokenizer(checkpoint)
+    settings = ckpt.tokenizer_settings(hf_tokenizer)
+    profile = options.shape_profile or ShapeProfile(max_sequence=min(512, settings.model_max_length))
+    vocab_size = model.config.vocab_size
+    destination = Path(options.out_dir) / checkpoint.name / "fp32"
+
+    with staging_dir(destination) as staging:
+        progress("exporting ONNX fp32 (TorchScript exporter)")
+        export_onnx(model, checkpoint.spec, checkpoint.task, options.export, staging / "model.onnx",
+                    vocab_size, settings.pad_token_id)
+        hf_tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"))
+
+        progress(f"verifying ONNX against PyTorch on {len(options.verify.shapes)} seeded (batch, sequence) shapes")
+        tensors = _verify_onnx_against_torch(model, checkpoint, staging / "model.onnx", options, vocab_size,
+                                             settings.pad_token_id)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "variant": "fp32",
+            "task": checkpoint.task.name,
+            "architecture": checkpoint.spec.model_type,
+            "source": checkpoint.source_record(),
+            "model": _model_record(checkpoint, vocab_size),
+            "shape_profile": profile.to_dict(),
+            "tokenizer": {"file": "tokenizer.json", "settings": settings.to_dict()},
+            "stages": {
+                "export": {**options.export.to_dict(), "attn_implementation": attn_implementation},
+                "verify": options.verify.to_dict(),
+                "tolerances": options.tolerances.to_dict(),
+            },
+            "tools": tool_versions(),
+        }
+        write_manifest(staging, manifest, ["model.onnx", "tokenizer.json"])
+
+        progress(f"verifying the bundle's runtime against the transformers pipeline on "
+                 f"{options.verify.task_samples} inputs")
+        task = _verify_runtime_against_pipeline(staging, model, hf_tokenizer, checkpoint, settings, options)
+
+        verification = {"tensors": tensors.to_dict(), "task": task.to_dict(), "passed": True}
+        write_json(staging / "report.json", {"checkpoint": checkpoint.id, "variant": "fp32", **verification})
+        manifest["verification"] = _summary(tensors, task)
+        manifest = write_manifest(staging, manifest, ["model.onnx", "tokenizer.json", "report.json"])
+        publish(staging, destination)
+    seconds = time.perf_counter() - started
+    progress(f"published {destination} in {seconds:.1f}s")
+    return BuildResult(destination, manifest, seconds)
+
+
+def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: BuildOptions, vocab_size: int,
+                               pad_token_id: int):
+    import torch
+
+    from distilrt.backends import open_backend
+
+    rng = np.random.default_rng(options.verify.seed)
+    feeds = {
+        (b, s): sample_inputs(checkpoint.spec, b, s, vocab_size, pad_token_id, rng) for b, s in options.verify.shapes
+    }
+
+    def run_torch(feed):
+        with torch.no_grad():
+            outputs = model(**{k: torch.from_numpy(v) for k, v in feed.items()}, return_dict=True)
+        return {name: outputs[name].numpy() for name in checkpoint.task.output_names}
+
+    onnx_model = open_backend("onnxruntime", onnx_path)
+    return verify_tensors(run_torch, onnx_model.run, feeds, checkpoint.task.output_names, options.tolerances,
+                          source_name="pytorch", target_name="onnx fp32 (onnxruntime CPU)")
+
+
+def _verify_runtime_against_pipeline(bundle_dir: Path, model, hf_tokenizer, checkpoint, settings, options: BuildOptions):
+    import transformers
+
+    import distilrt
+
+    reference = transformers.pipeline(checkpoint.task.name, model=model, tokenizer=hf_tokenizer, device="cpu")
+    candidate = distilrt.load(bundle_dir)
+    probes = task_probes(checkpoint.task.name, settings.mask_token, options.verify.task_samples, options.verify.seed)
+    return verify_task(checkpoint.task.name, probes, reference, candidate, options.tolerances.score_atol)
+
+
+def _model_record(checkpoint, vocab_size: int) -> dict:
+    axes = ["batch", "sequence"]
+    output_shape = axes + [vocab_size] if checkpoint.task.name == "fill-mask" else axes
+    return {
+        "file": "model.onnx",
+        "format": "onnx",
+        "precision": "fp32",
+        "backend": "onnxruntime",
+        "inputs": [{"name": n, "dtype": "int64", "shape": axes} for n in checkpoint.spec.input_names],
+        "outputs": [{"name": n, "dtype": "float32", "shape": output_shape} for n in checkpoint.task.output_names],
+    }
+
+
+def _summary(tensors, task) -> dict:
+    return {
+        "passed": bool(tensors) and bool(task),
+        "tensors": {"against": tensors.source, "worst": tensors.worst()},
+        "task": {"against": "transformers pipeline", "inputs": task.inputs, "matched": task.matched,
+                 "max_score_diff": task.max_score_diff, "score_atol": task.score_atol},
+    }
+
+
+def tool_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("distilrt", "torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions

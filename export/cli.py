@@ -1,0 +1,136 @@
+"""The `distilrt` command. Build-time modules (torch, transformers, onnx) are imported only by the commands
+that need them, so `distilrt run` and `distilrt inspect` work with the lean runtime alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from distilrt.errors import DistilrtError
+
+TASK_CHOICES = ("question-answering", "fill-mask")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DistilrtError as e:
+        print(f"distilrt: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("distilrt: interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distilrt", description="Export encoder checkpoints to verified bundles and run them without torch."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="export a checkpoint to a verified fp32 ONNX bundle")
+    build.add_argument("checkpoint", help="hub id (e.g. distilbert-base-uncased-distilled-squad) or local directory")
+    build.add_argument("--task", choices=TASK_CHOICES, help="default: from the checkpoint's head")
+    build.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts directory (default: artifacts)")
+    build.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    build.add_argument("--opset", type=int, default=17)
+    build.add_argument("--task-samples", type=int, default=24, help="inputs compared with the transformers pipeline")
+    build.set_defaults(handler=_build)
+
+    run = commands.add_parser("run", help="run a bundle on one input and print the result as JSON")
+    run.add_argument("bundle", type=Path)
+    run.add_argument("--question", help="question (question-answering bundles)")
+    run.add_argument("--context", help="context (question-answering bundles)")
+    run.add_argument("--text", help="text with the mask token (fill-mask bundles)")
+    run.add_argument("--top-k", type=int, default=None)
+    run.add_argument("--backend", help="default: the backend the manifest names")
+    run.set_defaults(handler=_run)
+
+    inspect = commands.add_parser("inspect", help="check a bundle and print its manifest summary")
+    inspect.add_argument("bundle", type=Path)
+    inspect.add_argument("--json", action="store_true", help="print the whole manifest")
+    inspect.set_defaults(handler=_inspect)
+
+    demo = commands.add_parser("demo", help="offline: build and verify RANDOM-weight stand-ins of the five seed checkpoints")
+    demo.add_argument("--out", type=Path, default=Path("artifacts/demo"))
+    demo.add_argument("--tiny", action="store_true", help="2-layer stand-ins (seconds) instead of full size")
+    demo.add_argument("--checkpoint", action="append", dest="checkpoints", help="only this one (repeatable)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _build(args) -> int:
+    from distilrt.export.build import BuildOptions, build_fp32
+    from distilrt.export.config import ExportConfig, VerifyConfig
+
+    options = BuildOptions(task=args.task, revision=args.revision, out_dir=args.out,
+                           export=ExportConfig(opset=args.opset), verify=VerifyConfig(task_samples=args.task_samples))
+    result = build_fp32(args.checkpoint, options)
+    print(result.bundle)
+    return 0
+
+
+def _run(args) -> int:
+    import distilrt
+    from distilrt.errors import UserInputError
+
+    head = distilrt.load(args.bundle, backend=args.backend)
+    kwargs = {} if args.top_k is None else {"top_k": args.top_k}
+    task = distilrt.read_bundle(args.bundle, check_hashes=False).task
+    if task == "question-answering":
+        if args.question is None or args.context is None or args.text is not None:
+            raise UserInputError("a question-answering bundle takes --question and --context (not --text)")
+        result = head(question=args.question, context=args.context, **kwargs)
+    else:
+        if args.text is None or args.question is not None or args.context is not None:
+            raise UserInputError("a fill-mask bundle takes --text (with the mask token), not --question/--context")
+        result = head(args.text, **kwargs)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _inspect(args) -> int:
+    import distilrt
+
+    bundle = distilrt.read_bundle(args.bundle)
+    m = bundle.manifest
+    if args.json:
+        print(json.dumps(m, indent=2, ensure_ascii=False))
+        return 0
+    source = m["source"]
+    verification = m.get("verification", {})
+    lines = [
+        f"bundle:        {bundle.path} (schema {m['schema_version']}, files and hashes OK)",
+        f"source:        {source['id']}" + (" — RANDOM weights, a stand-in for " + str(source.get("stand_in_for"))
+                                           if source.get("random_weights") else ""),
+        f"task:          {m['task']} ({m['architecture']}), variant {m['variant']}",
+        f"model:         {m['model']['file']} for {m['model']['backend']}; inputs "
+        + ", ".join(i["name"] for i in m["model"]["inputs"]) + " -> " + ", ".join(o["name"] for o in m["model"]["outputs"]),
+        f"verification:  {'passed' if verification.get('passed') else 'NOT passed'}; "
+        + json.dumps(verification.get("task", {}), ensure_ascii=False),
+        "tools:         " + ", ".join(f"{k} {v}" for k, v in m.get("tools", {}).items() if v),
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _demo(args) -> int:
+    from distilrt.export.assets import SEED_CHECKPOINTS
+    from distilrt.export.demo import format_table, run_demo
+
+    checkpoints = tuple(args.checkpoints or SEED_CHECKPOINTS)
+    rows = run_demo(args.out, tiny=args.tiny, checkpoints=checkpoints)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

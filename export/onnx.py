@@ -1,0 +1,85 @@
+"""Export a transformers model to ONNX fp32 with dynamic batch and sequence axes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from distilrt.errors import ExportError
+from distilrt.export.config import ExportConfig
+from distilrt.export.specs import ArchitectureSpec, TaskSpec
+
+AXES = {0: "batch", 1: "sequence"}
+
+
+def resolve_attn_implementation(config: ExportConfig) -> str:
+    """The attention implementation whose TorchScript export ONNX Runtime can fuse (measured: design.md)."""
+    if config.attn_implementation is not None:
+        return config.attn_implementation
+    import transformers
+
+    return "sdpa" if int(transformers.__version__.split(".")[0]) < 5 else "eager"
+
+
+class _NamedOutputs:
+    """Wraps the model so the exporter sees positional inputs in the spec's order and a tuple of named outputs."""
+
+    def __new__(cls, model, spec: ArchitectureSpec, task: TaskSpec):
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *inputs):
+                outputs = self.model(**dict(zip(spec.input_names, inputs)), return_dict=True)
+                return tuple(outputs[name] for name in task.output_names)
+
+        return Wrapper().eval()
+
+
+def sample_inputs(spec: ArchitectureSpec, batch: int, sequence: int, vocab_size: int, pad_token_id: int,
+                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Seeded token ids with random lengths per row (so batches carry padding) and two token-type segments."""
+    lengths = rng.integers(max(1, sequence // 2), sequence + 1, size=batch)
+    lengths[0] = sequence  # the longest row fills the batch, as a tokenizer's padding does
+    positions = np.arange(sequence)[None, :]
+    attention_mask = (positions < lengths[:, None]).astype(np.int64)
+    input_ids = rng.integers(0, vocab_size, size=(batch, sequence), dtype=np.int64)
+    input_ids = np.where(attention_mask == 1, input_ids, pad_token_id)
+    token_type_ids = ((positions >= (lengths[:, None] // 2)) & (attention_mask == 1)).astype(np.int64)
+    available = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    return {name: available[name] for name in spec.input_names}
+
+
+def export_onnx(model, spec: ArchitectureSpec, task: TaskSpec, config: ExportConfig, path: Path,
+                vocab_size: int, pad_token_id: int) -> None:
+    import torch
+
+    wrapper = _NamedOutputs(model, spec, task)
+    rng = np.random.default_rng(0)
+    example = sample_inputs(spec, config.trace_batch, config.trace_sequence, vocab_size, pad_token_id, rng)
+    dynamic_axes = {name: AXES for name in (*spec.input_names, *task.output_names)}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of dynamo, but only its graphs fuse (design.md).
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapper,
+                tuple(torch.from_numpy(example[name]) for name in spec.input_names),
+                str(path),
+                dynamo=False,
+                opset_version=config.opset,
+                input_names=list(spec.input_names),
+                output_names=list(task.output_names),
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    except Exception as e:
+        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {e}") from e
+    finally:
+        model.eval()  # the TorchScript exporter resets the train/eval flag (design.md)

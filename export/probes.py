@@ -1,0 +1,35 @@
+"""The inputs a bundle's runtime is checked on against the transformers pipeline: real text, seeded."""
+
+from __future__ import annotations
+
+from distilrt.calib import SQUAD_DEV, WIKITEXT_VALID
+from distilrt.calib.squad import long_context_questions, read_squad, sample_questions
+from distilrt.calib.text import mask_words, read_sentences
+
+Probe = tuple[tuple, dict]  # positional args, keyword args of one call
+
+
+def question_answering_probes(count: int, seed: int) -> list[Probe]:
+    """Single paragraphs, multi-paragraph contexts longer than one window, and top_k > 1."""
+    questions = read_squad(SQUAD_DEV)
+    n_long = max(1, count // 4)
+    short = sample_questions(questions, count - n_long, seed)
+    long = long_context_questions(questions, n_long, seed + 1)
+    probes = []
+    for i, q in enumerate(short + long):
+        kwargs = {"question": q.question, "context": q.context}
+        if i % 3 == 1:
+            kwargs["top_k"] = 3
+        probes.append(((), kwargs))
+    return probes
+
+
+def fill_mask_probes(mask_token: str, count: int, seed: int) -> list[Probe]:
+    """WikiText sentences with one or two masked words."""
+    return [((text,), {"top_k": 5}) for text in mask_words(read_sentences(WIKITEXT_VALID), mask_token, count, seed)]
+
+
+def task_probes(task: str, mask_token: str | None, count: int, seed: int) -> list[Probe]:
+    if task == "question-answering":
+        return question_answering_probes(count, seed)
+    return fill_mask_probes(mask_token, count, seed)

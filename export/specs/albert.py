@@ -1,0 +1,11 @@
+"""albert spec. ALBERT takes token_type_ids, like BERT."""
+
+from distilrt.export.specs import FILL_MASK, QUESTION_ANSWERING, ArchitectureSpec, register
+
+SPEC = register(
+    ArchitectureSpec(
+        model_type="albert",
+        input_names=("input_ids", "attention_mask", "token_type_ids"),
+        tasks=(QUESTION_ANSWERING, FILL_MASK),
+    )
+)
