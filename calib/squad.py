@@ -53,9 +53,10 @@ def sample_questions(questions: list[SquadQuestion], count: int, seed: int) -> l
     return [questions[i] for i in picked]
 
 
-def long_context_questions(questions: list[SquadQuestion], count: int, seed: int, paragraphs: int = 4) -> list[SquadQuestion]:
-    """Questions whose context is several consecutive paragraphs of their article: longer than one model
-    window, so the stride-and-merge path runs."""
+def long_context_questions(questions: list[SquadQuestion], count: int, seed: int, min_chars: int = 2400) -> list[SquadQuestion]:
+    """Questions whose context is their paragraph joined with the paragraphs after it (wrapping round the
+    article) until it has ``min_chars`` characters: longer than one model window, so the stride-and-merge path
+    runs."""
     by_title: dict[str, list[str]] = {}
     for q in questions:
         contexts = by_title.setdefault(q.title, [])
@@ -65,6 +66,10 @@ def long_context_questions(questions: list[SquadQuestion], count: int, seed: int
     for q in sample_questions(questions, count, seed):
         contexts = by_title[q.title]
         first = contexts.index(q.context)
-        window = contexts[first:first + paragraphs] if first + paragraphs <= len(contexts) else contexts[-paragraphs:]
+        window = [q.context]
+        for offset in range(1, len(contexts)):
+            if sum(map(len, window)) >= min_chars:
+                break
+            window.append(contexts[(first + offset) % len(contexts)])
         result.append(SquadQuestion(q.id, q.title, q.question, "\n".join(window), q.answers))
     return result

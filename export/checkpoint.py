@@ -38,8 +38,13 @@ class Checkpoint:
         return Path(self.id.rstrip("/")).name
 
     @property
+    def stand_in(self) -> dict | None:
+        """The recipe of a RANDOM-weight stand-in made by distilrt.export.random_checkpoint, else None."""
+        return self.config.get("distilrt_stand_in")
+
+    @property
     def random_weights(self) -> bool:
-        return bool(self.config.get("distilrt_random_weights", False))
+        return self.stand_in is not None
 
     def source_record(self) -> dict:
         return {
@@ -47,7 +52,7 @@ class Checkpoint:
             "revision": self.revision,
             "config_sha256": sha256_file(self.directory / "config.json"),
             "random_weights": self.random_weights,
-            "stand_in_for": self.config.get("distilrt_stand_in_for"),
+            "stand_in": self.stand_in,
         }
 
 

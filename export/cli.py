@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print the whole manifest")
     inspect.set_defaults(handler=_inspect)
 
+    rebuild = commands.add_parser("rebuild", help="build a bundle again from its manifest alone")
+    rebuild.add_argument("bundle", type=Path)
+    rebuild.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts directory (default: artifacts)")
+    rebuild.set_defaults(handler=_rebuild)
+
     demo = commands.add_parser("demo", help="offline: build and verify RANDOM-weight stand-ins of the five seed checkpoints")
     demo.add_argument("--out", type=Path, default=Path("artifacts/demo"))
     demo.add_argument("--tiny", action="store_true", help="2-layer stand-ins (seconds) instead of full size")
@@ -97,6 +102,19 @@ def _run(args) -> int:
     return 0
 
 
+def _rebuild(args) -> int:
+    import distilrt
+    from distilrt.bundle import sha256_file
+    from distilrt.export.rebuild import rebuild
+
+    before = distilrt.read_bundle(args.bundle).manifest["files"]
+    result = rebuild(args.bundle, args.out)
+    same = {name: before.get(name) == sha256_file(result.bundle / name) for name in ("model.onnx", "tokenizer.json")}
+    print(result.bundle)
+    print("identical to the original: " + ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in same.items()))
+    return 0
+
+
 def _inspect(args) -> int:
     import distilrt
 
@@ -109,8 +127,10 @@ def _inspect(args) -> int:
     verification = m.get("verification", {})
     lines = [
         f"bundle:        {bundle.path} (schema {m['schema_version']}, files and hashes OK)",
-        f"source:        {source['id']}" + (" — RANDOM weights, a stand-in for " + str(source.get("stand_in_for"))
-                                           if source.get("random_weights") else ""),
+        f"source:        {source['id']}" + (f" (revision {source['revision']})" if source.get("revision") else ""),
+        *([f"               RANDOM weights: a stand-in for {source['stand_in']['checkpoint']} "
+           f"({'tiny' if source['stand_in']['tiny'] else 'full size'}, seed {source['stand_in']['seed']})"]
+          if source.get("random_weights") else []),
         f"task:          {m['task']} ({m['architecture']}), variant {m['variant']}",
         f"model:         {m['model']['file']} for {m['model']['backend']}; inputs "
         + ", ".join(i["name"] for i in m["model"]["inputs"]) + " -> " + ", ".join(o["name"] for o in m["model"]["outputs"]),

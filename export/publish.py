@@ -24,10 +24,12 @@ def staging_dir(destination: Path) -> Iterator[Path]:
 
 
 def write_manifest(bundle_dir: Path, manifest: dict, files: list[str]) -> dict:
-    """Record every file's sha256 and write manifest.json (itself via a temp file and rename)."""
+    """Record every file's sha256 and write manifest.json (itself via a temp file and rename).
+
+    Returns the manifest as read back, i.e. exactly what a reader of the bundle sees."""
     manifest = {**manifest, "files": {name: sha256_file(bundle_dir / name) for name in files}}
     write_json(bundle_dir / MANIFEST_NAME, manifest)
-    return manifest
+    return json.loads((bundle_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
 
 
 def write_json(path: Path, data) -> None:

@@ -2,7 +2,7 @@
 
 The published weights cannot be downloaded on machines without hub access, so tests, benchmarks and the
 demo use models with the real architecture, vocabulary and tokenizer but RANDOM weights. Everything written
-here says so (``distilrt_random_weights`` in config.json, and the bundle manifest repeats it).
+here says so (``distilrt_stand_in`` in config.json, with the recipe; the bundle manifest repeats it).
 
 Random weights give near-tied task logits, so an argmax comparison between two correct implementations would
 be decided by float noise. The task head is therefore scaled (``head_scale``) until the logit spread is far
@@ -52,8 +52,8 @@ def make_random_checkpoint(
     config_dict = json.loads(config_path(checkpoint).read_text())
     if tiny:
         config_dict.update(TINY_OVERRIDES[config_dict["model_type"]])
-    config_dict["distilrt_random_weights"] = True
-    config_dict["distilrt_stand_in_for"] = checkpoint
+    # The recipe is kept in config.json (and so in the bundle manifest): the stand-in can be made again.
+    config_dict["distilrt_stand_in"] = {"checkpoint": checkpoint, "tiny": tiny, "seed": seed, "head_scale": head_scale}
     config = AutoConfig.for_model(**config_dict)
 
     torch.manual_seed(seed)

@@ -1,0 +1,84 @@
+"""Each bundle, loaded by the runtime on onnxruntime, gives the transformers pipeline's outputs (answer text,
+start, end, token ids, token strings and sequences exact; scores within 1e-4) on real-text inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+import distilrt
+from conftest import MLM_CHECKPOINTS, QA_CHECKPOINTS
+from distilrt.export.probes import fill_mask_probes, question_answering_probes
+from distilrt.export.verify import verify_task
+
+SCORE_ATOL = 1e-4
+
+UNICODE_QA = [
+    ("Où est né Gérard Depardieu ?", "Gérard Depardieu est né à Châteauroux, en France, le 27 décembre 1948."),
+    ("Who founded Zürich's café?", "The café in Zürich — famous for crème brûlée — was founded by Jürgen Müller in 1901."),
+    ("What is naïve?", "A naïve approach ignores the coöperation of façade builders; 東京 and Москва are far apart."),
+    ("WHAT IS THE CAPITAL?", "PARIS IS THE CAPITAL OF FRANCE. paris is also its largest city."),
+    ("When?", "It happened in 1066 😀 at Hastings."),
+]
+
+
+@pytest.fixture(scope="module")
+def references(tiny_checkpoints):
+    import transformers
+
+    return {
+        name: transformers.pipeline(
+            "question-answering" if name in QA_CHECKPOINTS else "fill-mask", model=str(directory), device="cpu"
+        )
+        for name, directory in tiny_checkpoints.items()
+    }
+
+
+def qa_probes():
+    probes = question_answering_probes(48, seed=7)
+    probes += [((), {"question": q, "context": c}) for q, c in UNICODE_QA]
+    # a small window with a small stride: many spans per context
+    probes += [((), {**kwargs, "max_seq_len": 64, "doc_stride": 16, "top_k": 2}) for _, kwargs in probes[:4]]
+    probes += [((), {**probes[5][1], "handle_impossible_answer": True})]
+    probes += [((), {**probes[6][1], "max_answer_len": 3, "top_k": 4})]
+    # a batch of mixed lengths in one call
+    probes += [(([{"question": kw["question"], "context": kw["context"]} for _, kw in probes[30:46]],), {})]
+    return probes
+
+
+def mlm_probes(mask: str):
+    probes = fill_mask_probes(mask, 52, seed=7)
+    probes += [
+        ((f"Le café de la {mask} est très célèbre à Zürich.",), {}),
+        ((f"ÉCOLE NORMALE {mask} DE PARIS",), {"top_k": 3}),
+        ((f"{mask} {mask} {mask}",), {"top_k": 2}),
+        ((f"東京 is the {mask} of Japan 😀.",), {}),
+        (([f"Short {mask}.", f"A much longer sentence about the history of the {mask} and its many neighbours."],), {}),
+        ((f"The {mask} sat on the mat.",), {"targets": ["cat", "dog", "the"]}),
+    ]
+    return probes
+
+
+@pytest.mark.parametrize("name", QA_CHECKPOINTS)
+def test_question_answering_matches_pipeline(tiny_bundles, references, name):
+    probes = qa_probes()
+    assert len(probes) >= 50
+    result = verify_task("question-answering", probes, references[name], distilrt.load(tiny_bundles[name].bundle),
+                         SCORE_ATOL)
+    assert result.matched == len(probes)
+
+
+@pytest.mark.parametrize("name", MLM_CHECKPOINTS)
+def test_fill_mask_matches_pipeline(tiny_bundles, references, name):
+    probes = mlm_probes(references[name].tokenizer.mask_token)
+    assert len(probes) >= 50
+    result = verify_task("fill-mask", probes, references[name], distilrt.load(tiny_bundles[name].bundle), SCORE_ATOL)
+    assert result.matched == len(probes)
+
+
+def test_long_contexts_really_use_several_windows(tiny_bundles):
+    """Guard for the test above: the long-context probes must exceed one 384-token window."""
+    from distilrt.tokenize import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_bundles["distilbert-base-uncased-distilled-squad"].bundle / "tokenizer.json")
+    long_ones = [kw for _, kw in question_answering_probes(48, seed=7)[36:]]
+    assert all(len(tokenizer.encode(kw["question"], kw["context"]).ids) > 384 for kw in long_ones)
