@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from distilrt.errors import BundleError
+import numpy as np
+
+from distilrt.errors import BundleError, UnsupportedError
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
+
+    from distilrt.backends import Backend
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,68 @@ def load_tokenizer(path: Path):
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
+
+
+def private_copy(tokenizer: Tokenizer) -> Tokenizer:
+    """An independent copy with padding and truncation off.
+
+    A head sets truncation per call on its own copy, so it never changes the caller's tokenizer and calls on
+    one head cannot leak settings into another.
+    """
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    return copy
+
+
+def run_in_batches(
+    backend: Backend, encodings: Sequence[Encoding], settings: TokenizerSettings, batch_size: int
+) -> list[dict[str, np.ndarray]]:
+    """Run the backend on ``batch_size`` encodings at a time; give each encoding its own outputs, unpadded.
+
+    Each output is cut back to the encoding's tokens (``outputs[name][row, :length]``), so it has the shape
+    the pipelines see when they run that encoding alone.
+    """
+    if "attention_mask" not in backend.input_names:
+        batch_size = 1  # without a mask to hide it, padding would change the outputs
+    per_encoding = []
+    for first in range(0, len(encodings), batch_size):
+        batch = encodings[first : first + batch_size]
+        outputs = backend.run(model_feed(batch, settings, backend.input_names))
+        for row, encoding in enumerate(batch):
+            per_encoding.append({name: value[row, : len(encoding.ids)] for name, value in outputs.items()})
+    return per_encoding
+
+
+def model_feed(
+    encodings: Sequence[Encoding], settings: TokenizerSettings, input_names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The int64 feed for ``input_names``: encodings padded on the right to the longest, attention_mask 0.
+
+    Padding always goes on the right, whatever ``settings.padding_side`` says: real tokens then keep their
+    positions, so each row gives the outputs the model gives that encoding alone (as the pipelines run it).
+    """
+    pad_values = {"input_ids": settings.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    unknown = [name for name in input_names if name not in pad_values]
+    if unknown:
+        raise UnsupportedError(
+            f"model inputs {unknown} are not supported; supported inputs: {list(pad_values)}"
+        )
+    length = max(len(encoding.ids) for encoding in encodings)
+    feed = {name: np.full((len(encodings), length), pad_values[name], dtype=np.int64) for name in input_names}
+    for row, encoding in enumerate(encodings):
+        for name, values in _encoding_inputs(encoding, settings).items():
+            if name in feed:
+                feed[name][row, : len(values)] = values
+    return feed
+
+
+def _encoding_inputs(encoding: Encoding, settings: TokenizerSettings) -> dict[str, list[int]]:
+    # The pipelines feed token_type_ids only when the tokenizer lists them; the model then uses zeros.
+    if "token_type_ids" in settings.model_input_names:
+        type_ids = encoding.type_ids
+    else:
+        type_ids = [0] * len(encoding.ids)
+    return {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask, "token_type_ids": type_ids}

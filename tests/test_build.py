@@ -49,7 +49,7 @@ def test_bundle_layout_and_manifest(tiny_bundles, name):
     assert verification["passed"] is True
     for worst in verification["tensors"]["worst"].values():
         assert worst["max_abs_diff"] <= 1e-4
-        assert worst["min_passing_atol"] == pytest.approx(worst["max_abs_diff"])  # rtol is 0 by default
+        assert worst["min_passing_atol"] <= worst["max_abs_diff"]  # the default rtol covers part of it
     task = verification["task"]
     assert task["matched"] == task["inputs"] == 24
     assert task["max_score_diff"] <= 1e-4

@@ -38,8 +38,8 @@ def test_invalid_configs_name_the_problem(make, message):
 
 def test_per_output_tolerance_falls_back_to_default():
     tolerances = Tolerances(atol={"": 1e-4, "logits": 1e-2})
-    assert tolerances.for_output("logits") == (1e-2, 0.0)
-    assert tolerances.for_output("start_logits") == (1e-4, 0.0)
+    assert tolerances.for_output("logits") == (1e-2, 1e-5)
+    assert tolerances.for_output("start_logits") == (1e-4, 1e-5)
 
 
 def test_compare_reports_smallest_passing_tolerances():

@@ -1,0 +1,190 @@
+"""Masked-token prediction that gives exactly the outputs of transformers' fill-mask pipeline.
+
+The runtime cannot import transformers, so this module mirrors by hand what transformers 4.57's
+``FillMaskPipeline`` does: encode each text whole, softmax the logits at every mask token, keep the top_k
+tokens (or the top_k of the given targets), and decode the filled-in sequence the way the transformers
+tokenizer wrapper decodes (the tokenizers decoder, then its optional clean-up of spaces).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from distilrt.errors import UnsupportedError, UserInputError
+from distilrt.tokenize import TokenizerSettings, private_copy, run_in_batches
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
+
+    from distilrt.backends import Backend
+
+logger = logging.getLogger(__name__)
+
+
+class FillMask:
+    """Predicts the tokens behind mask tokens, like ``pipeline("fill-mask")``.
+
+    ``fm(text)`` gives a list of ``{"score", "token", "token_str", "sequence"}`` for the text's mask token,
+    or one such list per mask token when the text has several; a list of texts gives one result per text.
+    """
+
+    def __init__(
+        self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8
+    ):
+        if settings.mask_token is None or settings.mask_token_id is None:
+            raise UnsupportedError("this tokenizer defines no mask token, so its model cannot fill masks")
+        _check_positive_int("batch_size", batch_size)
+        self._backend = backend
+        self._tokenizer = private_copy(tokenizer)
+        self._settings = settings
+        self._batch_size = batch_size
+
+    def __call__(
+        self,
+        inputs: str | list[str],
+        *,
+        top_k: int = 5,
+        targets: str | list[str] | None = None,
+        **unknown,
+    ) -> list:
+        if unknown:
+            raise UserInputError(
+                f"unknown keyword argument(s) {sorted(unknown)}; fill-mask takes top_k and targets"
+            )
+        _check_positive_int("top_k", top_k)
+        texts = _texts(inputs)
+        target_ids = None if targets is None else self._target_ids(targets)
+        if target_ids is not None:
+            top_k = min(top_k, len(target_ids))
+        encodings = self._tokenizer.encode_batch(texts)
+        for index, encoding in enumerate(encodings):
+            self._check_encoding(encoding, index if isinstance(inputs, list) else None)
+        outputs = run_in_batches(self._backend, encodings, self._settings, self._batch_size)
+        results = [
+            self._predictions(np.array(encoding.ids), output["logits"], top_k, target_ids)
+            for encoding, output in zip(encodings, outputs)
+        ]
+        return results[0] if len(results) == 1 else results
+
+    def _check_encoding(self, encoding: Encoding, index: int | None) -> None:
+        where = "" if index is None else f" (text {index})"
+        mask = self._settings.mask_token
+        if self._settings.mask_token_id not in encoding.ids:
+            raise UserInputError(
+                f"no mask token {mask} found in the input{where}; put {mask} where a token is to be predicted"
+            )
+        if len(encoding.ids) > self._settings.model_max_length:
+            raise UserInputError(
+                f"the input{where} is {len(encoding.ids)} tokens long, more than the model's "
+                f"{self._settings.model_max_length}; shorten it"
+            )
+
+    def _target_ids(self, targets: str | list[str]) -> np.ndarray:
+        """The pipeline's get_target_ids: vocabulary entries, else the first token of the target encoded."""
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list) or not all(isinstance(target, str) for target in targets):
+            raise UserInputError(f"targets must be a string or a list of strings, got {targets!r}")
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        ids = []
+        for target in targets:
+            token_id = vocab.get(target)
+            if token_id is None:
+                token_id = self._first_token(target)
+            if token_id is not None:
+                ids.append(token_id)
+        if not ids:
+            raise UserInputError(
+                f"none of the targets {targets!r} maps to a token; "
+                "pass words or tokens of the model's vocabulary"
+            )
+        # The pipeline de-duplicates with list(set(...)); that order decides between equal scores.
+        return np.array(list(set(ids)))
+
+    def _first_token(self, target: str) -> int | None:
+        pieces = self._tokenizer.encode(target, add_special_tokens=False).ids
+        if not pieces:
+            logger.warning("target %r is not in the vocabulary and encodes to nothing; ignoring it", target)
+            return None
+        logger.warning(
+            "target %r is not in the vocabulary; using its first token %r",
+            target,
+            self._tokenizer.id_to_token(pieces[0]),
+        )
+        return pieces[0]
+
+    def _predictions(
+        self, input_ids: np.ndarray, logits: np.ndarray, top_k: int, target_ids: np.ndarray | None
+    ) -> list:
+        """The pipeline's postprocess for one text: a ranked list per mask token (the list alone for one)."""
+        mask_positions = np.nonzero(input_ids == self._settings.mask_token_id)[0]
+        probabilities = _softmax(np.asarray(logits, dtype=np.float32)[mask_positions])
+        if target_ids is not None:
+            probabilities = probabilities[:, target_ids]
+        # Decoding skips special tokens only with one mask, so that the other masks stay visible.
+        single_mask = len(mask_positions) == 1
+        rows = []
+        for position, row in zip(mask_positions, probabilities):
+            best = np.argsort(-row, kind="stable")[:top_k]
+            token_ids = best if target_ids is None else target_ids[best]
+            rows.append(
+                [
+                    self._proposal(input_ids, position, int(token_id), score.item(), single_mask)
+                    for token_id, score in zip(token_ids, row[best])
+                ]
+            )
+        return rows[0] if single_mask else rows
+
+    def _proposal(
+        self, input_ids: np.ndarray, position: int, token_id: int, score: float, single_mask: bool
+    ) -> dict:
+        filled = input_ids.copy()
+        filled[position] = token_id
+        # The pipeline drops every pad id before decoding, a predicted one included.
+        filled = filled[filled != self._settings.pad_token_id]
+        return {
+            "score": score,
+            "token": token_id,
+            "token_str": self._decode([token_id], skip_special_tokens=False),
+            "sequence": self._decode(filled.tolist(), skip_special_tokens=single_mask),
+        }
+
+    def _decode(self, ids: list[int], *, skip_special_tokens: bool) -> str:
+        text = self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        return clean_up_tokenization(text) if self._settings.clean_up_tokenization_spaces else text
+
+
+def clean_up_tokenization(text: str) -> str:
+    """transformers' clean_up_tokenization: drop the spaces English tokenizers leave before punctuation."""
+    return (
+        text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+    )
+
+
+def _texts(inputs) -> list[str]:
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise UserInputError(f"fill-mask takes a string or a list of strings, got {type(inputs).__name__}")
+    return texts
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
