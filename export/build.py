@@ -53,8 +53,8 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
     attn_implementation = resolve_attn_implementation(options.export)
     model = ckpt.load_model(checkpoint, attn_implementation)
     hf_tokenizer = ckpt.load_tokenizer(checkpoint)
-    settings = ckpt.tokenizer_settings(hf_tokenizer)
-    profile = options.shape_profile or ShapeProfile(max_sequence=min(512, settings.model_max_length))
+    settings = ckpt.tokenizer_settings(hf_tokenizer, checkpoint.spec.max_sequence(checkpoint.config))
+    profile = options.shape_profile or ShapeProfile(max_sequence=settings.model_max_length)
     vocab_size = model.config.vocab_size
     destination = Path(options.out_dir) / checkpoint.name / "fp32"
 

@@ -162,7 +162,9 @@ def load_tokenizer(checkpoint: Checkpoint):
     return tokenizer
 
 
-def tokenizer_settings(tokenizer) -> TokenizerSettings:
+def tokenizer_settings(tokenizer, max_sequence: int) -> TokenizerSettings:
+    """What the runtime needs beyond tokenizer.json. ``model_max_length`` is capped by what the model's position
+    embeddings allow (some tokenizers, ALBERT's, record no limit), so over-long inputs get a clear error."""
     return TokenizerSettings(
         model_input_names=tuple(tokenizer.model_input_names),
         padding_side=tokenizer.padding_side,
@@ -170,6 +172,6 @@ def tokenizer_settings(tokenizer) -> TokenizerSettings:
         cls_token_id=tokenizer.cls_token_id,
         mask_token=tokenizer.mask_token,
         mask_token_id=tokenizer.mask_token_id,
-        model_max_length=int(min(tokenizer.model_max_length, 2**31 - 1)),
+        model_max_length=int(min(tokenizer.model_max_length, max_sequence)),
         clean_up_tokenization_spaces=bool(tokenizer.clean_up_tokenization_spaces),
     )

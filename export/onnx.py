@@ -43,7 +43,10 @@ class _NamedOutputs:
 
 def sample_inputs(spec: ArchitectureSpec, batch: int, sequence: int, vocab_size: int, pad_token_id: int,
                   rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Seeded token ids with random lengths per row (so batches carry padding) and two token-type segments."""
+    """Seeded token ids with random lengths per row (so batches carry padding) and two token-type segments.
+
+    Tracing needs the padding too: with an all-ones attention mask, transformers' sdpa path skips the mask
+    and the traced graph would ignore attention_mask (measured: logits ~2 off on padded batches)."""
     lengths = rng.integers(max(1, sequence // 2), sequence + 1, size=batch)
     lengths[0] = sequence  # the longest row fills the batch, as a tokenizer's padding does
     positions = np.arange(sequence)[None, :]

@@ -31,6 +31,12 @@ class ArchitectureSpec:
     model_type: str  # config.model_type
     input_names: tuple[str, ...]  # ONNX inputs, in the order the exporter passes them
     tasks: tuple[TaskSpec, ...]
+    # Position ids reserved before the first token (RoBERTa counts positions from padding_idx + 1).
+    position_offset: int = 0
+
+    def max_sequence(self, config: dict) -> int:
+        """The longest input the model's position embeddings allow."""
+        return int(config["max_position_embeddings"]) - self.position_offset
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:

@@ -7,5 +7,6 @@ SPEC = register(
         model_type="roberta",
         input_names=("input_ids", "attention_mask"),
         tasks=(QUESTION_ANSWERING, FILL_MASK),
+        position_offset=2,  # max_position_embeddings 514 holds 512 tokens
     )
 )
