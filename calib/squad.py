@@ -23,7 +23,7 @@ class SquadQuestion:
 def read_squad(path: str | Path) -> list[SquadQuestion]:
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"SQuAD file {path} does not exist")
+        raise UserInputError(f"SQuAD file {path} does not exist; pass the path of a SQuAD-format JSON file")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
@@ -41,7 +41,7 @@ def read_squad(path: str | Path) -> list[SquadQuestion]:
             f'{{"data": [{{"title", "paragraphs": [{{"context", "qas": [{{"id", "question", "answers"}}]}}]}}]}}'
         ) from e
     if not questions:
-        raise UserInputError(f"{path} holds no questions")
+        raise UserInputError(f"{path} holds no questions; pass a SQuAD-format file with at least one question")
     return questions
 
 

@@ -11,17 +11,20 @@ from distilrt.errors import UserInputError
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+def read_lines(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped, in file order."""
+    path = Path(path)
+    lines = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    if not lines:
+        raise UserInputError(f"text file {path} is empty; pass a UTF-8 text file that holds some text")
+    return lines
+
+
 def read_sentences(path: str | Path, *, min_words: int = 6, max_words: int = 60) -> list[str]:
     """Sentences of a text file, skipping blank lines and WikiText's '= Heading =' lines."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"text file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserInputError(f"{path} is not UTF-8 text: {e}") from e
     sentences = []
-    for line in text.splitlines():
+    for line in _read_text(path).splitlines():
         line = line.strip()
         if not line or line.startswith("="):
             continue
@@ -47,3 +50,12 @@ def mask_words(sentences: list[str], mask_token: str, count: int, seed: int, max
             words[i] = mask_token
         masked.append(" ".join(words))
     return masked
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise UserInputError(f"text file {path} does not exist; pass the path of a UTF-8 text file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{path} is not UTF-8 text ({e}); pass a UTF-8 text file") from e

@@ -89,14 +89,21 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
                  f"{options.verify.task_samples} inputs")
         task = _verify_runtime_against_pipeline(staging, model, hf_tokenizer, checkpoint, settings, options)
 
-        verification = {"tensors": tensors.to_dict(), "task": task.to_dict(), "passed": True}
-        write_json(staging / "report.json", {"checkpoint": checkpoint.id, "variant": "fp32", **verification})
-        manifest["verification"] = _summary(tensors, task)
-        manifest = write_manifest(staging, manifest, ["model.onnx", "tokenizer.json", "report.json"])
-        publish(staging, destination)
+        report = {"tensors": tensors.to_dict(), "task": task.to_dict()}
+        manifest = finish_bundle(staging, destination, manifest, report, _summary(tensors, task))
     seconds = time.perf_counter() - started
     progress(f"published {destination} in {seconds:.1f}s")
     return BuildResult(destination, manifest, seconds)
+
+
+def finish_bundle(staging: Path, destination: Path, manifest: dict, report: dict, summary: dict) -> dict:
+    """Write report.json and the final manifest (with every file's hash), then publish; return the manifest."""
+    write_json(staging / "report.json", {"checkpoint": manifest["source"]["id"], "variant": manifest["variant"],
+                                         "passed": True, **report})
+    manifest = write_manifest(staging, {**manifest, "verification": summary},
+                              ["model.onnx", "tokenizer.json", "report.json"])
+    publish(staging, destination)
+    return manifest
 
 
 def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: BuildOptions, vocab_size: int,
@@ -105,10 +112,7 @@ def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: Buil
 
     from distilrt.backends import open_backend
 
-    rng = np.random.default_rng(options.verify.seed)
-    feeds = {
-        (b, s): sample_inputs(checkpoint.spec, b, s, vocab_size, pad_token_id, rng) for b, s in options.verify.shapes
-    }
+    feeds = verification_feeds(checkpoint.spec, options.verify, vocab_size, pad_token_id)
 
     def run_torch(feed):
         with torch.no_grad():
@@ -118,6 +122,12 @@ def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: Buil
     onnx_model = open_backend("onnxruntime", onnx_path)
     return verify_tensors(run_torch, onnx_model.run, feeds, checkpoint.task.output_names, options.tolerances,
                           source_name="pytorch", target_name="onnx fp32 (onnxruntime CPU)")
+
+
+def verification_feeds(spec, verify: VerifyConfig, vocab_size: int, pad_token_id: int) -> dict:
+    """The seeded (batch, sequence) feeds every stage is compared on: the same for every variant."""
+    rng = np.random.default_rng(verify.seed)
+    return {(b, s): sample_inputs(spec, b, s, vocab_size, pad_token_id, rng) for b, s in verify.shapes}
 
 
 def _verify_runtime_against_pipeline(bundle_dir: Path, model, hf_tokenizer, checkpoint, settings, options: BuildOptions):
@@ -134,7 +144,12 @@ def _verify_runtime_against_pipeline(bundle_dir: Path, model, hf_tokenizer, chec
 def _model_record(checkpoint, vocab_size: int) -> dict:
     axes = ["batch", "sequence"]
     output_shape = axes + [vocab_size] if checkpoint.task.name == "fill-mask" else axes
+    layers, heads, hidden = checkpoint.spec.layers_heads_hidden(checkpoint.config)
     return {
+        "layers": layers,
+        "attention_heads": heads,
+        "hidden_size": hidden,
+        "vocab_size": vocab_size,
         "file": "model.onnx",
         "format": "onnx",
         "precision": "fp32",

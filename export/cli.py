@@ -43,7 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--revision", help="hub revision (branch, tag or commit)")
     build.add_argument("--opset", type=int, default=17)
     build.add_argument("--task-samples", type=int, default=24, help="inputs compared with the transformers pipeline")
+    build.add_argument("--variants", default="fp32",
+                       help="comma-separated: fp32,fused,fp16,int8-dynamic,int8-qdq,int8-qdq-trt (default: fp32)")
+    build.add_argument("--calib", help="calibration file: SQuAD-format JSON (QA) or text (fill-mask); "
+                                       "default: the shipped SQuAD v1.1 dev / WikiText-2")
+    build.add_argument("--calib-size", type=int, default=256, help="calibration inputs (default 256)")
+    build.add_argument("--calibration-method", default="Percentile", choices=("MinMax", "Entropy", "Percentile"))
+    build.add_argument("--eval-data", help="evaluation file for the gates (default: the held-out split of --calib's source)")
+    build.add_argument("--eval-questions", type=int, default=500, help="QA gate: held-out questions (default 500)")
+    build.add_argument("--eval-masks", type=int, default=2000, help="fill-mask gate: masked positions (default 2000)")
     build.set_defaults(handler=_build)
+
+    evaluate = commands.add_parser("eval", help="accuracy of a bundle on held-out data (SQuAD EM/F1, masked-token accuracy)")
+    evaluate.add_argument("bundle", type=Path)
+    evaluate.add_argument("--data", help="SQuAD-format JSON or text file (default: the shipped held-out split)")
+    evaluate.add_argument("--reference", type=Path, help="a bundle to compare with (e.g. the fp32 variant)")
+    evaluate.add_argument("--questions", type=int, default=500)
+    evaluate.add_argument("--masks", type=int, default=2000)
+    evaluate.set_defaults(handler=_evaluate)
 
     run = commands.add_parser("run", help="run a bundle on one input and print the result as JSON")
     run.add_argument("bundle", type=Path)
@@ -73,13 +90,40 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args) -> int:
+    from distilrt.calib.sets import CalibConfig, EvalConfig
     from distilrt.export.build import BuildOptions, build_fp32
     from distilrt.export.config import ExportConfig, VerifyConfig
+    from distilrt.export.variants import VariantOptions, build_variants, parse_variants, write_build_summary
 
+    variants = parse_variants(args.variants)
+    # Validate every option before the minutes of work start.
+    variant_options = VariantOptions(
+        calib=CalibConfig(source=args.calib, size=args.calib_size),
+        evaluation=EvalConfig(source=args.eval_data or args.calib, questions=args.eval_questions,
+                              masked_positions=args.eval_masks),
+        calibration_method=args.calibration_method,
+    )
     options = BuildOptions(task=args.task, revision=args.revision, out_dir=args.out,
                            export=ExportConfig(opset=args.opset), verify=VerifyConfig(task_samples=args.task_samples))
-    result = build_fp32(args.checkpoint, options)
-    print(result.bundle)
+    fp32 = build_fp32(args.checkpoint, options)
+    outcomes = build_variants(fp32, variants, variant_options)
+    summary_path = write_build_summary(fp32, outcomes)
+    for outcome in outcomes:
+        print(f"{outcome.variant}: " + (str(outcome.bundle) if outcome.published else f"NOT published: {outcome.reason}"))
+    print(f"fp32: {fp32.bundle}\nsummary: {summary_path}")
+    failed = [o.variant for o in outcomes if not o.published]
+    if failed:
+        print(f"distilrt: error: variants not published: {', '.join(failed)} (see {summary_path})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _evaluate(args) -> int:
+    from distilrt.calib.sets import EvalConfig
+    from distilrt.export.evaluate import evaluate_bundle
+
+    config = EvalConfig(source=args.data, questions=args.questions, masked_positions=args.masks)
+    print(json.dumps(evaluate_bundle(args.bundle, config, args.reference), indent=2, ensure_ascii=False))
     return 0
 
 

@@ -117,3 +117,114 @@ class VerifyConfig(_StageConfig):
             raise UserInputError(f"verification shapes must be (batch >= 1, sequence >= 2) pairs, got {self.shapes}")
         if self.task_samples < 1:
             raise UserInputError(f"task_samples must be at least 1, got {self.task_samples}")
+
+
+@dataclass(frozen=True)
+class FuseConfig(_StageConfig):
+    """ONNX Runtime transformer optimizer settings (model_type "bert" covers all four architectures)."""
+
+    opt_level: int = 1  # ORT's basic, provider-independent graph optimizations before the fusions
+    use_gpu: bool = False
+
+    def __post_init__(self):
+        if self.opt_level not in (0, 1):
+            # Levels 2 and 99 bake provider-specific ops into the file; the bundle must stay portable.
+            raise UserInputError(f"FuseConfig.opt_level must be 0 or 1, got {self.opt_level}")
+
+
+CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+PRECISION_VARIANTS = ("fp16", "int8-dynamic", "int8-qdq", "int8-qdq-trt")
+
+
+@dataclass(frozen=True)
+class PrecisionConfig(_StageConfig):
+    """How one reduced-precision variant is made. Use the named constructors; each is written to the manifest."""
+
+    variant: str
+    source_graph: str  # "fp32" (unfused export) or "fused"
+    op_types: tuple[str, ...] = ()  # int8: ops whose inputs are quantized
+    keep_float: tuple[str, ...] = ()  # int8: substrings of node names kept in float (the spec's recipe)
+    keep_fp32: tuple[str, ...] = ()  # fp16: op types kept in float32
+    calibration_method: str | None = None  # static int8 only
+    percentile: float | None = None  # Percentile calibration only
+    per_channel: bool = False
+    activation_type: str | None = None  # "uint8" | "int8"
+    symmetric: bool = False  # zero point 0 for activations and weights (what TensorRT requires)
+
+    def __post_init__(self):
+        if self.variant not in PRECISION_VARIANTS:
+            raise UserInputError(f"unknown precision variant {self.variant!r}; known: {', '.join(PRECISION_VARIANTS)}")
+        if self.source_graph not in ("fp32", "fused"):
+            raise UserInputError(f"source_graph must be 'fp32' or 'fused', got {self.source_graph!r}")
+        if self.calibration_method is not None and self.calibration_method not in CALIBRATION_METHODS:
+            raise UserInputError(
+                f"calibration method {self.calibration_method!r} is unknown; use one of {', '.join(CALIBRATION_METHODS)}"
+            )
+        if self.percentile is not None and not 90.0 <= self.percentile < 100.0:
+            raise UserInputError(f"percentile must be in [90, 100), got {self.percentile}")
+
+    @property
+    def is_static_int8(self) -> bool:
+        return self.calibration_method is not None
+
+    @classmethod
+    def fp16(cls, keep_fp32: tuple[str, ...]) -> "PrecisionConfig":
+        # From the unfused graph: fused com.microsoft ops are ONNX Runtime-only and TensorRT could not parse them.
+        return cls("fp16", "fp32", keep_fp32=tuple(keep_fp32))
+
+    @classmethod
+    def int8_dynamic(cls, keep_float: tuple[str, ...] = ()) -> "PrecisionConfig":
+        # From the fused graph: gives QAttention + MatMulInteger, the fast CPU path (design.md).
+        return cls("int8-dynamic", "fused", op_types=("MatMul", "Attention"), keep_float=tuple(keep_float))
+
+    @classmethod
+    def int8_qdq(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),
+                 method: str = "Percentile") -> "PrecisionConfig":
+        # Static Q/DQ of the unfused graph (fused graphs fail or quantize partly: design.md), U8S8 for ORT CPU.
+        return cls("int8-qdq", "fp32", op_types=tuple(op_types), keep_float=tuple(keep_float),
+                   calibration_method=method,
+                   percentile=99.999 if method == "Percentile" else None, per_channel=True,
+                   activation_type="uint8", symmetric=False)
+
+    @classmethod
+    def int8_qdq_trt(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),
+                     method: str = "Percentile") -> "PrecisionConfig":
+        # TensorRT 11 takes explicit Q/DQ only: int8, symmetric (zero point 0), per-channel weights.
+        return cls("int8-qdq-trt", "fp32", op_types=tuple(op_types), keep_float=tuple(keep_float),
+                   calibration_method=method,
+                   percentile=99.999 if method == "Percentile" else None, per_channel=True,
+                   activation_type="int8", symmetric=True)
+
+
+@dataclass(frozen=True)
+class Gate(_StageConfig):
+    """What a variant must reach against the fp32 variant to be published.
+
+    ``tensor`` is None where a tensor tolerance says nothing useful (int8 changes logits by design) and the
+    task-level gates decide; its statistics are still reported.
+    """
+
+    tensor: Tolerances | None
+    qa_f1_vs_fp32: float  # F1 (0-100) of the variant's answers scored against the fp32 answers
+    mlm_top1_vs_fp32: float  # % of masked positions with the same top-1 token as fp32
+
+    def to_dict(self):
+        return {"tensor": None if self.tensor is None else self.tensor.to_dict(),
+                "qa_f1_vs_fp32": self.qa_f1_vs_fp32, "mlm_top1_vs_fp32": self.mlm_top1_vs_fp32}
+
+    @classmethod
+    def from_dict(cls, data):
+        tensor = None if data["tensor"] is None else Tolerances.from_dict(data["tensor"])
+        return cls(tensor, data["qa_f1_vs_fp32"], data["mlm_top1_vs_fp32"])
+
+
+# The tolerances and gates of every precision, in one place (issue: "default gates").
+GATES: dict[str, Gate] = {
+    "fused": Gate(Tolerances(atol={"": 1e-3}, rtol={"": 1e-4}), qa_f1_vs_fp32=99.5, mlm_top1_vs_fp32=99.5),
+    "fp16": Gate(Tolerances(atol={"": 5e-2}, rtol={"": 1e-2}), qa_f1_vs_fp32=99.5, mlm_top1_vs_fp32=99.5),
+    "int8": Gate(None, qa_f1_vs_fp32=97.0, mlm_top1_vs_fp32=95.0),
+}
+
+
+def gate_for(variant: str) -> Gate:
+    return GATES["int8" if variant.startswith("int8") else variant]

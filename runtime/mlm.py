@@ -69,6 +69,14 @@ class FillMask:
         ]
         return results[0] if len(results) == 1 else results
 
+    @property
+    def tokenizer_settings(self) -> TokenizerSettings:
+        return self._settings
+
+    def tokenizer_copy(self) -> Tokenizer:
+        """An independent copy of the head's tokenizer (padding and truncation off), to encode as the head does."""
+        return private_copy(self._tokenizer)
+
     def _check_encoding(self, encoding: Encoding, index: int | None) -> None:
         where = "" if index is None else f" (text {index})"
         mask = self._settings.mask_token

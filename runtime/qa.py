@@ -108,6 +108,18 @@ class QuestionAnswerer:
             results.append(self._answers(context_text, example_windows, example_outputs, options))
         return results[0] if len(results) == 1 else results
 
+    @property
+    def tokenizer_settings(self) -> TokenizerSettings:
+        return self._settings
+
+    def features(
+        self, question: str, context: str, *, max_seq_len: int | None = None, doc_stride: int | None = None
+    ) -> list[Encoding]:
+        """The windows (model inputs) that a call with this question, context and options runs, in order."""
+        question, context = _question_and_context({"question": question, "context": context})
+        options = QAOptions(max_seq_len=max_seq_len, doc_stride=doc_stride)
+        return self._encode_windows(question, context, *self._window_size(options))
+
     def _window_size(self, options: QAOptions) -> tuple[int, int]:
         max_seq_len = options.max_seq_len
         if max_seq_len is None:

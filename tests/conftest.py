@@ -34,3 +34,27 @@ def tiny_bundles(tiny_checkpoints, tmp_path_factory):
         name: build_fp32(str(directory), BuildOptions(out_dir=out), progress=lambda message: None)
         for name, directory in tiny_checkpoints.items()
     }
+
+
+# Small calibration and evaluation sets: the defaults (256 calibration inputs, 500 questions, 2,000 masked
+# positions) are for real builds; tests check the mechanics on tiny models.
+def small_variant_options():
+    from distilrt.calib.sets import CalibConfig, EvalConfig
+    from distilrt.export.variants import VariantOptions
+
+    return VariantOptions(calib=CalibConfig(size=32, max_seq_len=128),
+                          evaluation=EvalConfig(questions=60, masked_positions=300))
+
+
+@pytest.fixture(scope="session")
+def tiny_variant_builds(tiny_checkpoints, tmp_path_factory):
+    """Every variant of every seed checkpoint's tiny stand-in: {name: (fp32 BuildResult, [VariantOutcome])}."""
+    from distilrt.export.build import BuildOptions, build_fp32
+    from distilrt.export.variants import VARIANTS, build_variants
+
+    out = tmp_path_factory.mktemp("variant-artifacts")
+    builds = {}
+    for name, directory in tiny_checkpoints.items():
+        fp32 = build_fp32(str(directory), BuildOptions(out_dir=out), progress=lambda message: None)
+        builds[name] = (fp32, build_variants(fp32, VARIANTS, small_variant_options(), progress=lambda message: None))
+    return builds

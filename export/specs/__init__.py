@@ -6,7 +6,7 @@ one new module here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from distilrt.errors import UnsupportedError
 
@@ -27,16 +27,60 @@ TASKS = {task.name: task for task in (QUESTION_ANSWERING, FILL_MASK)}
 
 
 @dataclass(frozen=True)
+class FusionSpec:
+    """What ONNX Runtime's transformer optimizer must reach on this architecture, per encoder layer.
+
+    ``per_layer`` and ``fixed`` give the minimum count of each fused op (the MLM head can add one more Gelu);
+    ``layers_unfused`` is how many layers' attention cannot fuse; ``not_fused`` records, with the reason, each
+    fusion that cannot happen, so a report can say why rather than look incomplete.
+    """
+
+    per_layer: dict[str, int]
+    fixed: dict[str, int] = field(default_factory=dict)
+    layers_unfused: dict[str, int] = field(default_factory=dict)
+    not_fused: dict[str, str] = field(default_factory=dict)
+
+    def expected_counts(self, layers: int) -> dict[str, int]:
+        counts = {op: n * (layers - self.layers_unfused.get(op, 0)) for op, n in self.per_layer.items()}
+        return {**counts, **self.fixed}
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """Which ops get int8 Q/DQ. Quantizing only MatMul inputs keeps LayerNorm, GELU, Softmax, the residual
+    Adds and the embedding Gathers in float: quantizing every op wrecks BERT-family accuracy (design.md).
+
+    ``keep_float`` are substrings of exported node names kept in float as well: the task heads (their
+    output is the answer itself; the MLM decoder is the tied word-embedding matrix) and embedding projections.
+    """
+
+    op_types: tuple[str, ...] = ("MatMul",)
+    keep_float: tuple[str, ...] = ()
+
+
+# Ops an fp16 graph keeps in fp32: their reductions overflow or lose precision in fp16.
+FP16_KEEP_FP32 = ("LayerNormalization", "Softmax")
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     model_type: str  # config.model_type
     input_names: tuple[str, ...]  # ONNX inputs, in the order the exporter passes them
     tasks: tuple[TaskSpec, ...]
+    fusion: FusionSpec
+    # config.json keys for (layers, attention heads, hidden size)
+    shape_keys: tuple[str, str, str] = ("num_hidden_layers", "num_attention_heads", "hidden_size")
     # Position ids reserved before the first token (RoBERTa counts positions from padding_idx + 1).
     position_offset: int = 0
+    int8: Int8Recipe = Int8Recipe()
+    fp16_keep_fp32: tuple[str, ...] = FP16_KEEP_FP32
 
     def max_sequence(self, config: dict) -> int:
         """The longest input the model's position embeddings allow."""
         return int(config["max_position_embeddings"]) - self.position_offset
+
+    def layers_heads_hidden(self, config: dict) -> tuple[int, int, int]:
+        return tuple(int(config[key]) for key in self.shape_keys)
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:

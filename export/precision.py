@@ -1,0 +1,185 @@
+"""Reduced-precision graphs: fp16 and int8 (dynamic, and static Q/DQ calibrated on real data).
+
+Every conversion is done by onnxruntime's own tools (transformers.float16, quantization); what is written by
+hand here only works around their measured defects, each one commented.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from distilrt.errors import ExportError
+from distilrt.export.config import PrecisionConfig
+
+def convert(config: PrecisionConfig, source: Path, target: Path,
+            calibration_feeds: Iterable[Mapping[str, np.ndarray]] | None = None) -> None:
+    if config.variant == "fp16":
+        to_fp16(source, target, config)
+    elif config.variant == "int8-dynamic":
+        to_int8_dynamic(source, target, config)
+    else:
+        if calibration_feeds is None:
+            raise ExportError(f"{config.variant} needs calibration inputs")
+        to_int8_static(source, target, config, calibration_feeds)
+
+
+def to_fp16(source: Path, target: Path, config: PrecisionConfig) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source))
+    ir_version = model.ir_version
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(config.keep_fp32))
+    _drop_duplicate_nodes(model)
+    # Keep the exporter's IR version: onnx 1.23 would write IR 14, which onnxruntime 1.31 cannot load.
+    model.ir_version = ir_version
+    onnx.save(model, str(target))
+
+
+def _drop_duplicate_nodes(model) -> None:
+    """convert_float_to_float16 inserts the same Cast twice where one fp32 tensor feeds two kept-fp32 ops of
+    the exported attention (6 per DistilBERT graph, measured); ORT then refuses the duplicate names. The two
+    nodes are byte-identical, so dropping the second changes nothing else."""
+    seen: dict[tuple[str, ...], bytes] = {}
+    kept = []
+    for node in model.graph.node:
+        key, body = tuple(node.output), node.SerializeToString()
+        if key in seen:
+            if seen[key] != body:
+                raise ExportError(f"fp16 conversion produced two different nodes writing {list(key)}")
+            continue
+        seen[key] = body
+        kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+
+def to_int8_dynamic(source: Path, target: Path, config: PrecisionConfig) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                         op_types_to_quantize=list(config.op_types),
+                         nodes_to_exclude=nodes_matching(source, config.keep_float),
+                         # Without it the fused graph fails: "Unable to find data type for weight_name" (design.md).
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    except Exception as e:
+        raise ExportError(f"onnxruntime dynamic quantization failed on {source}: {e}") from e
+
+
+class _FeedReader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]]):
+        self._feeds = iter([dict(feed) for feed in feeds])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
+                   calibration_feeds: Iterable[Mapping[str, np.ndarray]]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    activation_type = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
+    extra_options = {"ActivationSymmetric": config.symmetric, "WeightSymmetric": True}
+    if config.percentile is not None:
+        extra_options["CalibPercentile"] = config.percentile
+    with tempfile.TemporaryDirectory(prefix="distilrt-quant-") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        try:
+            # Symbolic shape inference fails on these graphs and leaves large temp files behind (design.md).
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared), str(target), _FeedReader(calibration_feeds),
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(config.op_types),
+                nodes_to_quantize=weighted_nodes(prepared, config.op_types),
+                nodes_to_exclude=nodes_matching(prepared, config.keep_float),
+                per_channel=config.per_channel, activation_type=activation_type, weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, config.calibration_method),
+                calibration_providers=["CPUExecutionProvider"], extra_options=extra_options,
+            )
+        except Exception as e:
+            raise ExportError(f"onnxruntime static quantization ({config.variant}) failed on {source}: {e}") from e
+
+
+def weighted_nodes(path: Path, op_types: tuple[str, ...]) -> list[str]:
+    """The linear layers: nodes of ``op_types`` whose second input is a weight (an initializer).
+
+    Attention's activation x activation MatMuls (Q.K^T and probabilities.V) stay in float: static per-tensor
+    int8 of softmax probabilities and scores cost 3-6 points of top-1 agreement on every stand-in (measured),
+    while the dynamic path, which quantizes them per call, loses nothing."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {initializer.name for initializer in graph.initializer}
+    return [node.name for node in graph.node
+            if node.op_type in op_types and len(node.input) > 1 and node.input[1] in weights]
+
+
+def nodes_matching(path: Path, patterns: tuple[str, ...]) -> list[str]:
+    """Names of the graph's nodes that contain any of ``patterns``."""
+    import onnx
+
+    if not patterns:
+        return []
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if any(p in node.name for p in patterns)]
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    """Op types of a graph and their counts, for the report."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(Counter(node.op_type for node in model.graph.node).most_common())
+
+
+def fp16_cpu_method(path: Path) -> dict:
+    """How ONNX Runtime's CPU provider really runs an fp16 graph, for the report.
+
+    The CPU provider has fp16 kernels for few ops; for the others its graph transformer inserts Casts
+    ("InsertedPrecisionFreeCast_*") that upcast their inputs, so those ops compute in fp32. A CPU check of an
+    fp16 graph therefore measures fp16 storage and rounding, not fp16 arithmetic: that needs a GPU engine.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="distilrt-fp16-") as scratch:
+        optimized = Path(scratch) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(optimized)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(optimized), load_external_data=False).graph
+    upcast_tensors = {out for node in graph.node if node.name.startswith("InsertedPrecisionFreeCast")
+                      for out in node.output}
+    upcast_ops = Counter(node.op_type for node in graph.node if upcast_tensors.intersection(node.input))
+    return {
+        "engine": f"onnxruntime {ort.__version__} CPUExecutionProvider",
+        "computes_in_fp16": False,
+        "ops_upcast_to_fp32": dict(upcast_ops.most_common()),
+        "note": "weights and activations are rounded to fp16, but the listed ops run in fp32 on this CPU; "
+                "fp16 arithmetic is checked only where a GPU engine verifies the bundle",
+    }
+
+
+def pad_to_common_length(feeds: list[Mapping[str, np.ndarray]], pad_token_id: int) -> list[dict[str, np.ndarray]]:
+    """onnxruntime's histogram calibrators (Entropy, Percentile) stack the activations of every calibration
+    input and fail on inputs of different lengths (measured: "inhomogeneous shape"); QA windows vary in length.
+    Pad them on the right as a batched runtime call does: pad id, attention mask 0, token type 0."""
+    length = max(feed["input_ids"].shape[1] for feed in feeds)
+    pad_values = {"input_ids": pad_token_id}
+    padded = []
+    for feed in feeds:
+        missing = length - feed["input_ids"].shape[1]
+        padded.append({name: np.pad(array, ((0, 0), (0, missing)), constant_values=pad_values.get(name, 0))
+                       for name, array in feed.items()})
+    return padded
