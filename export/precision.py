@@ -89,7 +89,14 @@ def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     activation_type = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
-    extra_options = {"ActivationSymmetric": config.symmetric, "WeightSymmetric": True}
+    extra_options = {
+        "ActivationSymmetric": config.symmetric,
+        "WeightSymmetric": True,
+        # One Q/DQ pair per consumer, so a Shape reading a quantized tensor is not tied to the MatMul's pair.
+        "DedicatedQDQPair": True,
+    }
+    # Q/DQ on the MatMul inputs only (TensorRT's placement); the outputs stay float.
+    extra_options["OpTypesToExcludeOutputQuantization"] = list(config.op_types)
     if config.percentile is not None:
         extra_options["CalibPercentile"] = config.percentile
     with tempfile.TemporaryDirectory(prefix="distilrt-quant-") as scratch:
@@ -108,6 +115,44 @@ def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
             )
         except Exception as e:
             raise ExportError(f"onnxruntime static quantization ({config.variant}) failed on {source}: {e}") from e
+    keep_other_consumers_float(target, config.op_types)
+
+
+def keep_other_consumers_float(path: Path, op_types: tuple[str, ...]) -> None:
+    """Give every consumer outside ``op_types`` the float tensor again.
+
+    onnxruntime's quantizer gives ALL consumers of a quantized activation its Q/DQ copy, so the residual Add
+    that reads the same LayerNorm output as the next MatMul would add an int8-rounded value; it has no option
+    to limit that, hence this edit. With DedicatedQDQPair each consumer has its own pair, so the rewired
+    consumer's pair is left unused and is removed.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    quantizer_of = {n.output[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    dequantizer_of = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    for node in graph.node:
+        if node.op_type in op_types or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input):
+            dequantizer = dequantizer_of.get(name)
+            quantizer = quantizer_of.get(dequantizer.input[0]) if dequantizer is not None else None
+            if quantizer is not None:  # an activation's pair (weights have no QuantizeLinear)
+                node.input[index] = quantizer.input[0]
+    _remove_unused(graph, ("QuantizeLinear", "DequantizeLinear"))
+    onnx.save(model, str(path))
+
+
+def _remove_unused(graph, op_types: tuple[str, ...]) -> None:
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        unused = [n for n in graph.node if n.op_type in op_types and not used.intersection(n.output)]
+        if not unused:
+            return
+        for node in unused:
+            graph.node.remove(node)
 
 
 def weighted_nodes(path: Path, op_types: tuple[str, ...]) -> list[str]:

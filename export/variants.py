@@ -52,6 +52,7 @@ class VariantOutcome:
     model_mb: float | None = None
     gate: dict | None = None  # GateResult.to_dict()
     reason: str | None = None  # why it was not published
+    calibration: dict | None = None  # identity of the calibration set (static int8), published or not
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -145,6 +146,7 @@ def _build_one(reference: _Reference, variant: str, options: VariantOptions, scr
     started = time.perf_counter()
     destination = reference.bundle.parent / variant
     gate = options.gates["int8" if variant.startswith("int8") else variant]
+    calibration_identity = calibration.identity if calibration is not None and variant.startswith("int8-qdq") else None
     try:
         with staging_dir(destination) as staging:
             progress(f"{variant}: making the graph")
@@ -174,11 +176,13 @@ def _build_one(reference: _Reference, variant: str, options: VariantOptions, scr
             finish_bundle(staging, destination, manifest, report, summary)
         size = (destination / "model.onnx").stat().st_size / 2**20
         progress(f"{variant}: published ({result.metric} {result.value:.2f} >= {result.threshold:.2f})")
-        return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict())
+        return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict(),
+                              calibration=calibration_identity)
     except DistilrtError as e:
         progress(f"{variant}: NOT published: {e}")
         gate_result = e.result if isinstance(e, VerificationError) and isinstance(e.result, dict) else None
-        return VariantOutcome(variant, False, None, time.perf_counter() - started, None, gate_result, str(e))
+        return VariantOutcome(variant, False, None, time.perf_counter() - started, None, gate_result, str(e),
+                              calibration=calibration_identity)
 
 
 def _make_graph(reference: _Reference, variant: str, options: VariantOptions, scratch: Path, calibration,

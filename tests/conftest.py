@@ -42,8 +42,8 @@ def small_variant_options():
     from distilrt.calib.sets import CalibConfig, EvalConfig
     from distilrt.export.variants import VariantOptions
 
-    return VariantOptions(calib=CalibConfig(size=32, max_seq_len=128),
-                          evaluation=EvalConfig(questions=60, masked_positions=300))
+    return VariantOptions(calib=CalibConfig(size=64, max_seq_len=128),
+                          evaluation=EvalConfig(questions=100, masked_positions=400))
 
 
 @pytest.fixture(scope="session")

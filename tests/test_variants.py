@@ -1,8 +1,10 @@
-"""Fused, fp16 and int8 variants: built from the fp32 bundle, verified, gated, loadable by the runtime."""
+"""Fused, fp16 and int8 variants: built from the fp32 bundle, verified, gated with the default gates, and
+loadable by the runtime."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 import distilrt
 from conftest import QA_CHECKPOINTS, small_variant_options
 from distilrt.export.assets import SEED_CHECKPOINTS
-from distilrt.export.config import Gate
+from distilrt.export.config import GATES, Gate
 from distilrt.export.variants import VARIANTS, build_variants
 
 DERIVED = VARIANTS[1:]
@@ -26,39 +28,49 @@ def test_every_variant_is_published_within_its_gate(tiny_variant_builds, name):
     fp32, outcomes = _outcomes(tiny_variant_builds, name)
     assert sorted(outcomes) == sorted(DERIVED)
     for variant, outcome in outcomes.items():
-        assert outcome.published, f"{variant}: {outcome.reason}"
-        assert outcome.bundle == fp32.bundle.parent / variant
-        assert outcome.gate["passed"] and outcome.gate["value"] >= outcome.gate["threshold"]
-    summary = json.loads((fp32.bundle.parent / "build-summary.json").read_text())
-    assert [v["variant"] for v in summary["variants"]] == list(VARIANTS)
+        gate = outcome.gate
+        assert gate is not None, f"{variant} failed before its gate: {outcome.reason}"
+        default_gate = GATES["int8" if variant.startswith("int8") else variant]
+        assert gate["threshold"] == getattr(default_gate, gate["metric"])
+        assert outcome.published == gate["passed"] == (gate["value"] >= gate["threshold"])
+        if outcome.published:
+            assert outcome.bundle == fp32.bundle.parent / variant and outcome.bundle.is_dir()
+        else:
+            assert "missed its gate" in outcome.reason and not (fp32.bundle.parent / variant).exists()
+    assert all(o.published for o in outcomes.values()), {v: o.reason for v, o in outcomes.items()}
 
 
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))
 def test_variant_manifests_record_their_stages(tiny_variant_builds, name):
     fp32, outcomes = _outcomes(tiny_variant_builds, name)
+    for variant in ("int8-qdq", "int8-qdq-trt"):
+        identity = outcomes[variant].calibration
+        assert identity["size"] == 64 and len(identity["sha256"]) == 64 and identity["split"] == "calibration"
     for variant, outcome in outcomes.items():
+        if not outcome.published:
+            continue
         manifest = distilrt.read_bundle(outcome.bundle).manifest
         assert manifest["variant"] == variant
         assert manifest["stages"]["derived_from"]["sha256"] == fp32.manifest["files"]["model.onnx"]
         assert manifest["verification"]["passed"] is True
+        assert manifest["stages"]["gate"] == GATES["int8" if variant.startswith("int8") else variant].to_dict()
         if variant in ("fused", "int8-dynamic"):
             assert manifest["fused_ops"]["Attention"] >= 1 and "fuse" in manifest["stages"]
         else:
             assert manifest["fused_ops"] is None
-        if variant in ("int8-qdq", "int8-qdq-trt"):
-            identity = manifest["calibration"]
-            assert identity["size"] == 32 and len(identity["sha256"]) == 64 and identity["split"] == "calibration"
+        if variant.startswith("int8-qdq"):
+            assert manifest["calibration"] == outcome.calibration
             assert manifest["stages"]["precision"]["calibration_method"] == "Percentile"
+            assert manifest["stages"]["precision"]["keep_float"]
         else:
             assert manifest["calibration"] is None
-        figures = manifest["verification"]["figures"]
-        assert figures["evaluation_set"]["split"] == "evaluation"
+        assert manifest["verification"]["figures"]["evaluation_set"]["split"] == "evaluation"
 
 
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))
-def test_variants_run_in_the_runtime(tiny_variant_builds, name):
+def test_published_variants_run_in_the_runtime(tiny_variant_builds, name):
     _, outcomes = _outcomes(tiny_variant_builds, name)
-    for outcome in outcomes.values():
+    for outcome in (o for o in outcomes.values() if o.published):
         head = distilrt.load(outcome.bundle)
         if name in QA_CHECKPOINTS:
             result = head(question="Who wrote it?", context="It was written by Ada Lovelace in 1843.")
@@ -68,25 +80,44 @@ def test_variants_run_in_the_runtime(tiny_variant_builds, name):
             assert len(head(f"Paris is the {mask} of France.", top_k=3)) == 3
 
 
-def _graph(outcome):
+@pytest.fixture(scope="module")
+def static_int8_graphs(tiny_bundles, tmp_path_factory):
+    """int8-qdq and int8-qdq-trt graphs of every stand-in, made directly (whatever their gate would say)."""
+    from distilrt.calib.sets import CalibConfig, calibration_set
+    from distilrt.export.precision import convert, pad_to_common_length
+    from distilrt.export.specs import get_spec
+    from distilrt.export.variants import precision_config
+
+    graphs = {}
+    for name, result in tiny_bundles.items():
+        spec = get_spec(result.manifest["architecture"])
+        head = distilrt.load(result.bundle)
+        calibration = calibration_set(head, CalibConfig(size=16, max_seq_len=128), spec.input_names)
+        feeds = pad_to_common_length(calibration.feeds, result.manifest["tokenizer"]["settings"]["pad_token_id"])
+        for variant in ("int8-qdq", "int8-qdq-trt"):
+            target = tmp_path_factory.mktemp(variant) / "model.onnx"
+            convert(precision_config(variant, spec, "Percentile"), result.bundle / "model.onnx", target, feeds)
+            graphs[name, variant] = target
+    return graphs
+
+
+def _load(path):
     import onnx
 
-    return onnx.load(str(outcome.bundle / "model.onnx"))
+    return onnx.load(str(path))
 
 
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))
-def test_int8_qdq_trt_follows_tensorrt_rules(tiny_variant_builds, name):
+def test_int8_qdq_trt_follows_tensorrt_rules(static_int8_graphs, name):
     """TensorRT 11 takes int8 Q/DQ only: zero point 0 and int8 everywhere, weights quantized per channel."""
     from onnx import numpy_helper
 
-    _, outcomes = _outcomes(tiny_variant_builds, name)
-    model = _graph(outcomes["int8-qdq-trt"])
+    model = _load(static_int8_graphs[name, "int8-qdq-trt"])
     initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq, "no Q/DQ nodes"
     for node in qdq:
-        zero_point_name = node.input[2]
-        zero_point = initializers[zero_point_name]
+        zero_point = initializers[node.input[2]]
         assert zero_point.dtype == np.int8, (node.name, zero_point.dtype)
         assert not zero_point.any(), f"{node.name} has a non-zero zero point"
     weight_dequantizers = [n for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in initializers]
@@ -99,32 +130,55 @@ def test_int8_qdq_trt_follows_tensorrt_rules(tiny_variant_builds, name):
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node), "ONNX Runtime-only ops in a TensorRT graph"
 
 
-def test_int8_qdq_keeps_layernorm_softmax_gelu_residuals_in_float(tiny_variant_builds):
-    _, outcomes = _outcomes(tiny_variant_builds, "distilbert-base-uncased-distilled-squad")
-    model = _graph(outcomes["int8-qdq"])
-    produced_by_dequantize = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    consumers = {n.op_type for n in model.graph.node if produced_by_dequantize.intersection(n.input)}
-    assert consumers == {"MatMul"}
+def test_the_cpu_qdq_form_is_asymmetric_uint8(static_int8_graphs):
+    from onnx import numpy_helper
+
+    model = _load(static_int8_graphs["distilroberta-base", "int8-qdq"])
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    activation_zero_points = [initializers[n.input[2]] for n in model.graph.node
+                              if n.op_type == "QuantizeLinear" and n.input[0] not in initializers]
+    assert activation_zero_points and all(z.dtype == np.uint8 for z in activation_zero_points)
+
+
+@pytest.mark.parametrize("variant", ["int8-qdq", "int8-qdq-trt"])
+def test_static_int8_quantizes_only_linear_layers(static_int8_graphs, variant):
+    """Only the linear layers' MatMuls get quantized inputs: LayerNorm, GELU, Softmax, embeddings, attention's
+    activation x activation MatMuls and the task head stay in float."""
+    model = _load(static_int8_graphs["distilbert-base-uncased-distilled-squad", variant])
+    weights = {i.name for i in model.graph.initializer}
+    dequantized = {o: n for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    consumers = [n for n in model.graph.node if dequantized.keys() & set(n.input)]
+    matmuls = [n for n in consumers if n.op_type == "MatMul"]
+    assert len(matmuls) == 2 * 6  # tiny stand-in: 2 layers x (q, k, v, output, two FFN) linear layers
+    assert all(dequantized[n.input[1]].input[0] in weights for n in matmuls)  # weight on the right
+    assert not any("qa_outputs" in n.name for n in matmuls)
+    assert {n.op_type for n in consumers} == {"MatMul"}
 
 
 def test_int8_dynamic_uses_the_cpu_fast_path(tiny_variant_builds):
     _, outcomes = _outcomes(tiny_variant_builds, "distilbert-base-uncased")
-    ops = {n.op_type for n in _graph(outcomes["int8-dynamic"]).graph.node}
-    assert {"QAttention", "MatMulInteger"} <= ops or {"QAttention", "DynamicQuantizeMatMul"} & ops
+    ops = {n.op_type for n in _load(outcomes["int8-dynamic"].bundle / "model.onnx").graph.node}
+    assert {"QAttention", "MatMulInteger", "DynamicQuantizeLinear"} <= ops
 
 
-def test_fp16_keeps_layernorm_and_softmax_in_fp32_and_io_in_fp32(tiny_variant_builds):
+def test_fp16_keeps_io_fp32_and_reports_how_it_was_checked(tiny_variant_builds):
     import onnx
 
-    fp32, outcomes = _outcomes(tiny_variant_builds, "distilroberta-base")
-    model = _graph(outcomes["fp16"])
+    _, outcomes = _outcomes(tiny_variant_builds, "distilroberta-base")
+    model = _load(outcomes["fp16"].bundle / "model.onnx")
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in model.graph.input)
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
-    fp16_initializers = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
-    assert fp16_initializers
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    # LayerNormalization and Softmax stay fp32: their inputs arrive through Casts to float
+    casts_to_fp32 = {o for n in model.graph.node if n.op_type == "Cast"
+                     and n.attribute[0].i == onnx.TensorProto.FLOAT for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert node.input[0] in casts_to_fp32 or node.input[0].startswith("/"), node.name
     report = json.loads((outcomes["fp16"].bundle / "report.json").read_text())
-    assert report["fp16_parity_method"]["engine"].startswith("onnxruntime")
-    assert "LayerNormalization" in outcomes["fp16"].bundle.parent.joinpath("fp16", "manifest.json").read_text()
+    method = report["fp16_parity_method"]
+    assert method["engine"].startswith("onnxruntime") and method["computes_in_fp16"] is False
+    assert "MatMul" in method["ops_upcast_to_fp32"]
 
 
 def test_a_variant_that_misses_its_gate_is_not_published(tiny_variant_builds, tmp_path):
@@ -138,8 +192,6 @@ def test_a_variant_that_misses_its_gate_is_not_published(tiny_variant_builds, tm
     shutil.copytree(fp32.bundle, copy)
     options = small_variant_options()
     impossible = {**options.gates, "fp16": Gate(None, qa_f1_vs_fp32=100.5, mlm_top1_vs_fp32=100.5)}
-    from dataclasses import replace
-
     outcomes = build_variants(BuildResult(copy, fp32.manifest, 0.0), ("fp16",), replace(options, gates=impossible),
                               progress=lambda m: None)
     (outcome,) = outcomes
