@@ -97,6 +97,8 @@ def _build(args) -> int:
 
     variants = parse_variants(args.variants)
     # Validate every option before the minutes of work start.
+    for data_file in (args.calib, args.eval_data):
+        _check_data_file(data_file)
     variant_options = VariantOptions(
         calib=CalibConfig(source=args.calib, size=args.calib_size),
         evaluation=EvalConfig(source=args.eval_data or args.calib, questions=args.eval_questions,
@@ -116,6 +118,18 @@ def _build(args) -> int:
         print(f"distilrt: error: variants not published: {', '.join(failed)} (see {summary_path})", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_data_file(path: str | None) -> None:
+    """Fail in a second on a missing or empty data file; its contents are checked when the set is made."""
+    from distilrt.errors import UserInputError
+
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise UserInputError(f"data file {path} does not exist")
+    if Path(path).stat().st_size == 0:
+        raise UserInputError(f"data file {path} is empty; pass a SQuAD-format JSON (QA) or a text file (fill-mask)")
 
 
 def _evaluate(args) -> int:
@@ -152,9 +166,9 @@ def _rebuild(args) -> int:
     from distilrt.export.rebuild import rebuild
 
     before = distilrt.read_bundle(args.bundle).manifest["files"]
-    result = rebuild(args.bundle, args.out)
-    same = {name: before.get(name) == sha256_file(result.bundle / name) for name in ("model.onnx", "tokenizer.json")}
-    print(result.bundle)
+    bundle = rebuild(args.bundle, args.out)
+    same = {name: before.get(name) == sha256_file(bundle / name) for name in ("model.onnx", "tokenizer.json")}
+    print(bundle)
     print("identical to the original: " + ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in same.items()))
     return 0
 

@@ -34,7 +34,7 @@ class GateResult:
         return {**asdict(self), "passed": self.passed, "margin": self.margin}
 
 
-def answer_questions(head, eval_set: QAEvalSet) -> list[str]:
+def answer_questions(head, eval_set: QAEvalSet, progress: Callable[[str], None] | None = None) -> list[str]:
     answers: list[str] = []
     questions = eval_set.questions
     for first in range(0, len(questions), _QA_CHUNK):
@@ -42,6 +42,8 @@ def answer_questions(head, eval_set: QAEvalSet) -> list[str]:
         results = head(question=[q.question for q in chunk], context=[q.context for q in chunk])
         results = results if isinstance(results, list) else [results]
         answers.extend(r["answer"] for r in results)
+        if progress is not None and (len(answers) // _QA_CHUNK) % 4 == 0:
+            progress(f"  answered {len(answers)}/{len(questions)} questions")
     return answers
 
 

@@ -6,9 +6,12 @@ import tempfile
 from pathlib import Path
 
 from distilrt.bundle import read_bundle
+from distilrt.calib.sets import CalibConfig, EvalConfig
+from distilrt.errors import VerificationError
 from distilrt.export.build import BuildOptions, BuildResult, Progress, build_fp32, print_progress
-from distilrt.export.config import ExportConfig, ShapeProfile, Tolerances, VerifyConfig
+from distilrt.export.config import GATES, ExportConfig, FuseConfig, Gate, ShapeProfile, Tolerances, VerifyConfig
 from distilrt.export.random_checkpoint import make_random_checkpoint
+from distilrt.export.variants import VariantOptions, build_variants
 
 
 def options_from_manifest(manifest: dict, out_dir: Path) -> BuildOptions:
@@ -24,8 +27,32 @@ def options_from_manifest(manifest: dict, out_dir: Path) -> BuildOptions:
     )
 
 
-def rebuild(bundle_path: Path, out_dir: Path, progress: Progress = print_progress) -> BuildResult:
+def variant_options_from_manifest(manifest: dict) -> VariantOptions:
+    stages = manifest["stages"]
+    gate = Gate.from_dict(stages["gate"])
+    precision = stages.get("precision") or {}
+    return VariantOptions(
+        fuse=FuseConfig.from_dict(stages["fuse"]) if "fuse" in stages else FuseConfig(),
+        calib=CalibConfig.from_dict(stages["calibration"]) if "calibration" in stages else CalibConfig(),
+        evaluation=EvalConfig.from_dict(stages["evaluation"]),
+        calibration_method=precision.get("calibration_method") or "Percentile",
+        gates={**GATES, "int8" if manifest["variant"].startswith("int8") else manifest["variant"]: gate},
+    )
+
+
+def rebuild(bundle_path: Path, out_dir: Path, progress: Progress = print_progress) -> Path:
+    """Build the bundle again into out_dir; a derived variant is rebuilt with its fp32 reference first."""
     manifest = read_bundle(bundle_path).manifest
+    fp32 = _rebuild_fp32(manifest, out_dir, progress)
+    if manifest["variant"] == "fp32":
+        return fp32.bundle
+    (outcome,) = build_variants(fp32, (manifest["variant"],), variant_options_from_manifest(manifest), progress)
+    if not outcome.published:
+        raise VerificationError(f"the rebuilt {manifest['variant']} was not published: {outcome.reason}")
+    return outcome.bundle
+
+
+def _rebuild_fp32(manifest: dict, out_dir: Path, progress: Progress) -> BuildResult:
     options = options_from_manifest(manifest, out_dir)
     stand_in = manifest["source"].get("stand_in")
     if stand_in is None:

@@ -18,7 +18,7 @@ from distilrt.backends import open_backend
 from distilrt.calib.sets import CalibConfig, EvalConfig, calibration_set, mlm_evaluation_set, qa_evaluation_set
 from distilrt.errors import DistilrtError, UserInputError, VerificationError
 from distilrt.export import gates
-from distilrt.export.build import BuildResult, Progress, finish_bundle, verification_feeds
+from distilrt.export.build import BuildResult, Progress, finish_bundle, print_progress, verification_feeds
 from distilrt.export.config import CALIBRATION_METHODS, GATES, FuseConfig, Gate, PrecisionConfig, VerifyConfig
 from distilrt.export.fuse import fuse
 from distilrt.export.precision import convert, fp16_cpu_method, op_histogram, pad_to_common_length
@@ -91,21 +91,21 @@ class _Reference:
         progress(f"evaluation split: computing fp32 reference outputs ({self.task})")
         if self.task == "question-answering":
             self.eval_set = qa_evaluation_set(options.evaluation)
-            self.eval_reference = gates.answer_questions(self.head, self.eval_set)
+            self.eval_reference = gates.answer_questions(self.head, self.eval_set, progress)
         else:
             self.eval_set = mlm_evaluation_set(self.head, options.evaluation, self.model.input_names)
             self.eval_reference = gates.masked_logits(self.model.run, self.eval_set)
 
-    def gate(self, bundle_dir: Path, gate: Gate) -> gates.GateResult:
+    def gate(self, bundle_dir: Path, gate: Gate, progress: Progress) -> gates.GateResult:
         if self.task == "question-answering":
-            answers = gates.answer_questions(distilrt.load(bundle_dir), self.eval_set)
+            answers = gates.answer_questions(distilrt.load(bundle_dir), self.eval_set, progress)
             return gates.qa_gate(self.eval_reference, answers, self.eval_set, gate)
         model = open_backend("onnxruntime", bundle_dir / "model.onnx")
         return gates.mlm_gate(self.eval_reference, gates.masked_logits(model.run, self.eval_set), self.eval_set, gate)
 
 
 def build_variants(fp32: BuildResult, variants: tuple[str, ...], options: VariantOptions = VariantOptions(),
-                   progress: Progress = print) -> list[VariantOutcome]:
+                   progress: Progress = print_progress) -> list[VariantOutcome]:
     """Build each requested variant from the fp32 bundle; never raises for a variant that fails its gate."""
     derived = [v for v in variants if v != "fp32"]
     if not derived:
@@ -160,7 +160,7 @@ def _build_one(reference: _Reference, variant: str, options: VariantOptions, scr
             manifest = _variant_manifest(reference, variant, options, precision, gate, fused_ops, calibration)
             write_manifest(staging, manifest, ["model.onnx", "tokenizer.json"])
             progress(f"{variant}: task gate on the evaluation split")
-            result = reference.gate(staging, gate)
+            result = reference.gate(staging, gate, progress)
             if not result.passed:
                 raise VerificationError(
                     f"{variant} missed its gate: {result.metric} {result.value:.2f} < {result.threshold:.2f} "

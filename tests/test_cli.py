@@ -43,3 +43,58 @@ def test_failures_exit_nonzero_with_one_line(tiny_bundles, tmp_path, capsys, arg
     assert main([a.format(**paths) for a in argv]) == 1
     err = capsys.readouterr().err
     assert err.startswith("distilrt: error: ") and message in err and err.count("\n") == 1
+
+
+def test_build_with_variants_writes_a_summary(tiny_checkpoints, tmp_path, capsys):
+    directory = tiny_checkpoints["distilbert-base-uncased"]
+    argv = ["build", str(directory), "--out", str(tmp_path), "--variants", "fp32,fused,int8-dynamic",
+            "--task-samples", "4", "--eval-masks", "200"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fused: " in out and "int8-dynamic: " in out
+    summary = json.loads((tmp_path / directory.name / "build-summary.json").read_text())
+    assert [v["variant"] for v in summary["variants"]] == ["fp32", "fused", "int8-dynamic"]
+    assert all(v["published"] for v in summary["variants"])
+    assert sorted(p.name for p in (tmp_path / directory.name).iterdir()) == [
+        "build-summary.json", "fp32", "fused", "int8-dynamic"]
+
+
+def test_eval_command(tiny_bundles, capsys):
+    bundle = tiny_bundles["distilbert-base-uncased-distilled-squad"].bundle
+    assert main(["eval", str(bundle), "--reference", str(bundle), "--questions", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["vs_reference"]["exact_match"] == 100.0 and result["vs_reference"]["count"] == 20
+    assert 0.0 <= result["vs_gold"]["f1"] <= 100.0
+    assert result["evaluation_set"]["split"] == "evaluation"
+
+
+def test_empty_calibration_file_fails_before_any_work(tiny_checkpoints, tmp_path, capsys):
+    calib = tmp_path / "calib.txt"
+    calib.write_text("")
+    argv = ["build", str(tiny_checkpoints["albert-base-v2"]), "--out", str(tmp_path / "out"),
+            "--variants", "int8-qdq", "--calib", str(calib)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("distilrt: error: data file") and "is empty" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("albert-base-v2", "just one short line of text\n", "fewer than"),
+    ("distilbert-base-cased-distilled-squad", '{"data": "not squad"}', "is not SQuAD-format JSON"),
+])
+def test_unusable_calibration_file_is_a_clear_error(tiny_checkpoints, tmp_path, capsys, name, content, message):
+    """Too few samples or the wrong format shows once the set is made: one clear line, no variant published."""
+    calib = tmp_path / "calib.data"
+    calib.write_text(content)
+    argv = ["build", str(tiny_checkpoints[name]), "--out", str(tmp_path / "out"),
+            "--variants", "int8-qdq", "--calib", str(calib), "--task-samples", "2"]
+    assert main(argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("distilrt: error: ") and message in last
+    assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == ["fp32"]
+
+
+def test_unknown_variant_is_refused(tiny_checkpoints, capsys):
+    assert main(["build", str(tiny_checkpoints["albert-base-v2"]), "--variants", "fp32,int4"]) == 1
+    assert "unknown variants ['int4']" in capsys.readouterr().err

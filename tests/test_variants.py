@@ -200,3 +200,15 @@ def test_a_variant_that_misses_its_gate_is_not_published(tiny_variant_builds, tm
     assert margin == pytest.approx(outcome.gate["value"] - 100.5) and margin < 0
     assert "missed its gate" in outcome.reason and f"by {-margin:.2f}" in outcome.reason
     assert sorted(p.name for p in copy.parent.iterdir()) == ["fp32"]
+
+
+def test_a_variant_rebuilds_from_its_manifest_alone(tiny_variant_builds, tmp_path, capsys):
+    """fp32 is rebuilt first, then the variant with the recorded fuse/precision/calibration/gate configs."""
+    from distilrt.export.cli import main
+
+    _, outcomes = _outcomes(tiny_variant_builds, "albert-base-v2")
+    original = outcomes["int8-qdq-trt"].bundle
+    assert main(["rebuild", str(original), "--out", str(tmp_path)]) == 0
+    assert "identical to the original: model.onnx yes, tokenizer.json yes" in capsys.readouterr().out
+    rebuilt = distilrt.read_bundle(tmp_path / "albert-base-v2" / "int8-qdq-trt").manifest
+    assert rebuilt["calibration"] == outcomes["int8-qdq-trt"].calibration
