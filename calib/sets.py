@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -27,6 +27,7 @@ from distilrt.calib import SQUAD_DEV, WIKITEXT_TEST, WIKITEXT_VALID
 from distilrt.calib.squad import SquadQuestion, read_squad
 from distilrt.calib.text import read_lines
 from distilrt.errors import UserInputError
+from distilrt.export.config import StageConfig  # stdlib-only: keeps calib free of torch/onnx
 from distilrt.mlm import FillMask
 from distilrt.qa import QuestionAnswerer
 from distilrt.tokenize import TokenizerSettings, model_feed
@@ -46,23 +47,8 @@ _SAMPLE_STREAM = 0
 _MASK_STREAM = 1
 
 
-class _Config:
-    """to_dict/from_dict as the export stage configs have them, so the manifest can rebuild the set."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise UserInputError(f"{cls.__name__} has no settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
-
-
 @dataclass(frozen=True)
-class CalibConfig(_Config):
+class CalibConfig(StageConfig):
     """The calibration set for int8 static quantization.
 
     ``source`` None: the shipped SQuAD v1.1 dev (question answering) or WikiText-2 valid (fill-mask); else a
@@ -84,7 +70,7 @@ class CalibConfig(_Config):
 
 
 @dataclass(frozen=True)
-class EvalConfig(_Config):
+class EvalConfig(StageConfig):
     """The evaluation set that gates each variant against fp32.
 
     ``source`` None: the shipped SQuAD v1.1 dev (its evaluation split) or WikiText-2 test; else a SQuAD-format

@@ -9,7 +9,9 @@ from typing import Any, Mapping
 from distilrt.errors import UserInputError
 
 
-class _StageConfig:
+class StageConfig:
+    """to_dict/from_dict for frozen config dataclasses, so a manifest can rebuild what it records."""
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -30,7 +32,7 @@ def _tuples(value):
 
 
 @dataclass(frozen=True)
-class ShapeProfile(_StageConfig):
+class ShapeProfile(StageConfig):
     """Batch and sequence ranges the artifact is built and verified for (TensorRT optimization profiles)."""
 
     min_batch: int = 1
@@ -50,7 +52,7 @@ class ShapeProfile(_StageConfig):
 
 
 @dataclass(frozen=True)
-class ExportConfig(_StageConfig):
+class ExportConfig(StageConfig):
     opset: int = 17
     # None: chosen for the installed transformers so that ONNX Runtime can later fuse attention
     # (design.md: "sdpa" with transformers 4.57, "eager" with 5.x). The resolved value goes in the manifest.
@@ -71,7 +73,7 @@ class ExportConfig(_StageConfig):
 
 
 @dataclass(frozen=True)
-class Tolerances(_StageConfig):
+class Tolerances(StageConfig):
     """Per-output tolerances, Polygraphy style: the "" key is the default for outputs not named.
 
     An element passes when |actual - expected| <= atol + rtol * |expected|. The fp32 defaults: atol 1e-4, and
@@ -103,7 +105,7 @@ class Tolerances(_StageConfig):
 
 
 @dataclass(frozen=True)
-class VerifyConfig(_StageConfig):
+class VerifyConfig(StageConfig):
     """The seeded inputs each stage is compared on."""
 
     seed: int = 0
@@ -120,7 +122,7 @@ class VerifyConfig(_StageConfig):
 
 
 @dataclass(frozen=True)
-class FuseConfig(_StageConfig):
+class FuseConfig(StageConfig):
     """ONNX Runtime transformer optimizer settings (model_type "bert" covers all four architectures)."""
 
     opt_level: int = 1  # ORT's basic, provider-independent graph optimizations before the fusions
@@ -137,7 +139,7 @@ PRECISION_VARIANTS = ("fp16", "int8-dynamic", "int8-qdq", "int8-qdq-trt")
 
 
 @dataclass(frozen=True)
-class PrecisionConfig(_StageConfig):
+class PrecisionConfig(StageConfig):
     """How one reduced-precision variant is made. Use the named constructors; each is written to the manifest."""
 
     variant: str
@@ -180,24 +182,26 @@ class PrecisionConfig(_StageConfig):
     @classmethod
     def int8_qdq(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),
                  method: str = "Percentile") -> "PrecisionConfig":
-        # Static Q/DQ of the unfused graph (fused graphs fail or quantize partly: design.md), U8S8 for ORT CPU.
-        return cls("int8-qdq", "fp32", op_types=tuple(op_types), keep_float=tuple(keep_float),
-                   calibration_method=method,
-                   percentile=99.999 if method == "Percentile" else None, per_channel=True,
-                   activation_type="uint8", symmetric=False)
+        # U8S8 for ORT CPU.
+        return cls._static_int8("int8-qdq", op_types, keep_float, method, activation_type="uint8", symmetric=False)
 
     @classmethod
     def int8_qdq_trt(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),
                      method: str = "Percentile") -> "PrecisionConfig":
         # TensorRT 11 takes explicit Q/DQ only: int8, symmetric (zero point 0), per-channel weights.
-        return cls("int8-qdq-trt", "fp32", op_types=tuple(op_types), keep_float=tuple(keep_float),
-                   calibration_method=method,
-                   percentile=99.999 if method == "Percentile" else None, per_channel=True,
-                   activation_type="int8", symmetric=True)
+        return cls._static_int8("int8-qdq-trt", op_types, keep_float, method, activation_type="int8", symmetric=True)
+
+    @classmethod
+    def _static_int8(cls, variant: str, op_types, keep_float, method: str, *, activation_type: str,
+                     symmetric: bool) -> "PrecisionConfig":
+        # Static Q/DQ of the unfused graph: on fused graphs it fails or quantizes partly (design.md).
+        return cls(variant, "fp32", op_types=tuple(op_types), keep_float=tuple(keep_float),
+                   calibration_method=method, percentile=99.999 if method == "Percentile" else None,
+                   per_channel=True, activation_type=activation_type, symmetric=symmetric)
 
 
 @dataclass(frozen=True)
-class Gate(_StageConfig):
+class Gate(StageConfig):
     """What a variant must reach against the fp32 variant to be published.
 
     ``tensor`` is None where a tensor tolerance says nothing useful (int8 changes logits by design) and the

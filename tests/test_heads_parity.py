@@ -389,7 +389,7 @@ def test_fill_mask_argument_forms_match(fm):
 
 def test_fill_mask_clean_up_matches(fm, wikitext_paragraphs):
     """WikiText's spaced punctuation exercises the clean-up that some tokenizers switch on."""
-    reference, head = fm.reference, fm.head
+    reference = fm.reference
     texts = _masked_texts(wikitext_paragraphs, reference.tokenizer.mask_token, 6, masks=1, seed=6)
     texts += [f"It {reference.tokenizer.mask_token} n't , they 're here ! Is it ? I 'm sure ."]
     with fm.variant(clean_up_tokenization_spaces=True) as (reference, cleaning):
