@@ -24,6 +24,7 @@ from tokenizers import Encoding, Tokenizer
 
 from distilrt.bundle import sha256_file
 from distilrt.calib import SQUAD_DEV, WIKITEXT_TEST, WIKITEXT_VALID
+from distilrt.calib.hf_datasets import is_datasets_source, materialize
 from distilrt.calib.squad import SquadQuestion, read_squad
 from distilrt.calib.text import read_lines
 from distilrt.errors import UserInputError
@@ -319,6 +320,8 @@ class _Source:
     def of(cls, configured: str | None, shipped: Path) -> _Source:
         if configured is None:
             return cls(f"shipped:{shipped.name}", shipped)
+        if is_datasets_source(configured):
+            return cls(configured, materialize(configured, "squad" if shipped == SQUAD_DEV else "text"))
         return cls(configured, Path(configured))
 
     def identity(self, split: str, size: int, seed: int, sha256: str) -> dict:

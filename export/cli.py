@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--task-samples", type=int, default=24, help="inputs compared with the transformers pipeline")
     build.add_argument("--variants", default="fp32",
                        help="comma-separated: fp32,fused,fp16,int8-dynamic,int8-qdq,int8-qdq-trt (default: fp32)")
-    build.add_argument("--calib", help="calibration file: SQuAD-format JSON (QA) or text (fill-mask); "
+    build.add_argument("--calib", help="calibration data: a SQuAD-format JSON (QA) or text file (fill-mask), or "
+                                       "datasets:PATH[:CONFIG]:SPLIT with the datasets library installed; "
                                        "default: the shipped SQuAD v1.1 dev / WikiText-2")
     build.add_argument("--calib-size", type=int, default=256, help="calibration inputs (default 256)")
     build.add_argument("--calibration-method", default="Percentile", choices=("MinMax", "Entropy", "Percentile"))
@@ -98,7 +99,8 @@ def _build(args) -> int:
     variants = parse_variants(args.variants)
     # Validate every option before the minutes of work start.
     for data_file in (args.calib, args.eval_data):
-        _check_data_file(data_file)
+        if data_file is not None and not data_file.startswith("datasets:"):
+            _check_data_file(data_file)
     variant_options = VariantOptions(
         calib=CalibConfig(source=args.calib, size=args.calib_size),
         evaluation=EvalConfig(source=args.eval_data or args.calib, questions=args.eval_questions,
@@ -120,12 +122,10 @@ def _build(args) -> int:
     return 0
 
 
-def _check_data_file(path: str | None) -> None:
+def _check_data_file(path: str) -> None:
     """Fail in a second on a missing or empty data file; its contents are checked when the set is made."""
     from distilrt.errors import UserInputError
 
-    if path is None:
-        return
     if not Path(path).is_file():
         raise UserInputError(f"data file {path} does not exist")
     if Path(path).stat().st_size == 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -427,3 +428,49 @@ def test_masked_lm_accuracy():
         masked_lm_accuracy(logits, labels[:1])
     with pytest.raises(UserInputError, match="no positions"):
         masked_lm_accuracy([np.zeros((0, 7))], [np.zeros(0, dtype=np.int64)])
+
+
+# --- the datasets library as a source ----------------------------------------------------------------------
+
+
+class _FakeDatasets:
+    """Stands in for the `datasets` module (not installed here, and its hub is unreachable)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.calls = []
+
+    def load_dataset(self, path, config, split):
+        self.calls.append((path, config, split))
+        return self.rows
+
+
+def test_datasets_source_feeds_the_qa_evaluation_set(monkeypatch):
+    from distilrt.calib.sets import EvalConfig, qa_evaluation_set
+
+    articles = read_squad(SQUAD_DEV)
+    rows = [{"id": q.id, "title": q.title, "context": q.context, "question": q.question,
+             "answers": {"text": list(q.answers)}} for q in articles[:3000]]
+    fake = _FakeDatasets(rows)
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    eval_set = qa_evaluation_set(EvalConfig(source="datasets:squad:validation", questions=20))
+    assert fake.calls == [("squad", None, "validation")]
+    assert eval_set.identity["source"] == "datasets:squad:validation" and len(eval_set.questions) == 20
+    by_id = {q.id: q for q in articles}
+    assert all(by_id[q.id].answers == q.answers for q in eval_set.questions)
+
+
+def test_datasets_source_needs_the_library(monkeypatch):
+    from distilrt.calib.sets import EvalConfig, qa_evaluation_set
+    from distilrt.errors import CapabilityError
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+    with pytest.raises(CapabilityError, match="pip install datasets"):
+        qa_evaluation_set(EvalConfig(source="datasets:squad:validation"))
+
+
+def test_datasets_source_spelling_is_checked():
+    from distilrt.calib.sets import EvalConfig, qa_evaluation_set
+
+    with pytest.raises(UserInputError, match="datasets:PATH:SPLIT"):
+        qa_evaluation_set(EvalConfig(source="datasets:squad"))
