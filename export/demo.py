@@ -7,7 +7,7 @@ same work as on the published weights; only the answers are meaningless.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distilrt.export.assets import SEED_CHECKPOINTS
@@ -35,8 +35,7 @@ def run_demo(out_dir: Path, *, tiny: bool = False, checkpoints: tuple[str, ...] 
         for name in checkpoints:
             progress(f"making a {'tiny' if tiny else 'full-size'} RANDOM-weight stand-in for {name}")
             directory = make_random_checkpoint(name, Path(scratch) / name, tiny=tiny)
-            build_options = options or BuildOptions()
-            result = build_fp32(str(directory), BuildOptions(**{**build_options.__dict__, "out_dir": out_dir}), progress)
+            result = build_fp32(str(directory), replace(options or BuildOptions(), out_dir=out_dir), progress)
             rows.append(_row(name, result))
     return rows
 
