@@ -98,3 +98,11 @@ def test_unusable_calibration_file_is_a_clear_error(tiny_checkpoints, tmp_path, 
 def test_unknown_variant_is_refused(tiny_checkpoints, capsys):
     assert main(["build", str(tiny_checkpoints["albert-base-v2"]), "--variants", "fp32,int4"]) == 1
     assert "unknown variants ['int4']" in capsys.readouterr().err
+
+
+def test_demo_builds_a_labelled_stand_in(tmp_path, capsys):
+    assert main(["demo", "--tiny", "--checkpoint", "albert-base-v2", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "RANDOM-weight stand-in" in table and "| albert-base-v2 | fill-mask | albert |" in table
+    assert "| 24/24 |" in table
+    assert (tmp_path / "albert-base-v2" / "fp32" / "manifest.json").is_file()
