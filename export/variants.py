@@ -83,8 +83,8 @@ class _Reference:
         self.manifest = fp32.manifest
         self.spec = get_spec(fp32.manifest["architecture"])
         self.task = fp32.manifest["task"]
-        self.head = distilrt.load(fp32.bundle)
         self.model = open_backend("onnxruntime", fp32.bundle / "model.onnx")
+        self.head = distilrt.head_for(distilrt.read_bundle(fp32.bundle), self.model)
         pad_token_id = fp32.manifest["tokenizer"]["settings"]["pad_token_id"]
         self.tensor_feeds = verification_feeds(self.spec, VerifyConfig.from_dict(fp32.manifest["stages"]["verify"]),
                                                fp32.manifest["model"]["vocab_size"], pad_token_id)
@@ -96,11 +96,12 @@ class _Reference:
             self.eval_set = mlm_evaluation_set(self.head, options.evaluation, self.model.input_names)
             self.eval_reference = gates.masked_logits(self.model.run, self.eval_set)
 
-    def gate(self, bundle_dir: Path, gate: Gate, progress: Progress) -> gates.GateResult:
+    def gate(self, bundle_dir: Path, model, gate: Gate, progress: Progress) -> gates.GateResult:
+        """Gate the staged bundle, running on ``model``, its already opened backend."""
         if self.task == "question-answering":
-            answers = gates.answer_questions(distilrt.load(bundle_dir), self.eval_set, progress)
+            head = distilrt.head_for(distilrt.read_bundle(bundle_dir), model)
+            answers = gates.answer_questions(head, self.eval_set, progress)
             return gates.qa_gate(self.eval_reference, answers, self.eval_set, gate)
-        model = open_backend("onnxruntime", bundle_dir / "model.onnx")
         return gates.mlm_gate(self.eval_reference, gates.masked_logits(model.run, self.eval_set), self.eval_set, gate)
 
 
@@ -160,7 +161,7 @@ def _build_one(reference: _Reference, variant: str, options: VariantOptions, scr
             manifest = _variant_manifest(reference, variant, options, precision, gate, fused_ops, calibration)
             write_manifest(staging, manifest, ["model.onnx", "tokenizer.json"])
             progress(f"{variant}: task gate on the evaluation split")
-            result = reference.gate(staging, gate, progress)
+            result = reference.gate(staging, candidate, gate, progress)
             if not result.passed:
                 raise VerificationError(
                     f"{variant} missed its gate: {result.metric} {result.value:.2f} < {result.threshold:.2f} "

@@ -13,7 +13,7 @@ from distilrt.bundle import Bundle, read_bundle
 from distilrt.errors import BundleError, DistilrtError
 
 __version__ = "0.1.0"
-__all__ = ["load", "read_bundle", "Bundle", "DistilrtError", "__version__"]
+__all__ = ["load", "head_for", "read_bundle", "Bundle", "DistilrtError", "__version__"]
 
 
 def load(
@@ -30,12 +30,18 @@ def load(
     (for onnxruntime: ``providers``, ``intra_op_num_threads``).
     """
     from distilrt.backends import open_backend
+
+    bundle = read_bundle(path, check_hashes=check_hashes)
+    model = open_backend(backend or bundle.manifest["model"]["backend"], bundle.model_path, **backend_options)
+    return head_for(bundle, model, batch_size=batch_size)
+
+
+def head_for(bundle: Bundle, model, *, batch_size: int = 8):
+    """The task head of ``bundle`` running on an already opened backend ``model``."""
     from distilrt.mlm import FillMask
     from distilrt.qa import QuestionAnswerer
     from distilrt.tokenize import load_tokenizer
 
-    bundle = read_bundle(path, check_hashes=check_hashes)
-    model = open_backend(backend or bundle.manifest["model"]["backend"], bundle.model_path, **backend_options)
     if tuple(model.input_names) != bundle.input_names or tuple(model.output_names) != bundle.output_names:
         raise BundleError(
             f"{bundle.model_path} takes {list(model.input_names)} -> {list(model.output_names)} but the manifest "
