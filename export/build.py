@@ -16,7 +16,7 @@ from distilrt.export import checkpoint as ckpt
 from distilrt.export.config import ExportConfig, ShapeProfile, Tolerances, VerifyConfig
 from distilrt.export.onnx import export_onnx, resolve_attn_implementation, sample_inputs
 from distilrt.export.probes import task_probes
-from distilrt.export.publish import publish, staging_dir, write_json, write_manifest
+from distilrt.export.publish import bundle_files, publish, staging_dir, write_json, write_manifest
 from distilrt.export.verify import verify_task, verify_tensors
 
 Progress = Callable[[str], None]
@@ -83,7 +83,7 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
             },
             "tools": tool_versions(),
         }
-        write_manifest(staging, manifest, ["model.onnx", "tokenizer.json"])
+        write_manifest(staging, manifest, bundle_files(manifest))
 
         progress(f"verifying the bundle's runtime against the transformers pipeline on "
                  f"{options.verify.task_samples} inputs")
@@ -100,8 +100,7 @@ def finish_bundle(staging: Path, destination: Path, manifest: dict, report: dict
     """Write report.json and the final manifest (with every file's hash), then publish; return the manifest."""
     write_json(staging / "report.json", {"checkpoint": manifest["source"]["id"], "variant": manifest["variant"],
                                          "passed": True, **report})
-    manifest = write_manifest(staging, {**manifest, "verification": summary},
-                              ["model.onnx", "tokenizer.json", "report.json"])
+    manifest = write_manifest(staging, {**manifest, "verification": summary}, bundle_files(manifest) + ["report.json"])
     publish(staging, destination)
     return manifest
 

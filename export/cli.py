@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--eval-data", help="evaluation file for the gates (default: the held-out split of --calib's source)")
     build.add_argument("--eval-questions", type=int, default=500, help="QA gate: held-out questions (default 500)")
     build.add_argument("--eval-masks", type=int, default=2000, help="fill-mask gate: masked positions (default 2000)")
+    build.add_argument("--engine", action="store_true",
+                       help="also build a TensorRT engine from each GPU-bound variant built (fp32, fp16, int8-qdq-trt); "
+                            "needs full TensorRT and a GPU, and is reported as not built (exit 0) where they are missing")
+    _add_engine_options(build)
     build.set_defaults(handler=_build)
 
     evaluate = commands.add_parser("eval", help="accuracy of a bundle on held-out data (SQuAD EM/F1, masked-token accuracy)")
@@ -69,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--context", help="context (question-answering bundles)")
     run.add_argument("--text", help="text with the mask token (fill-mask bundles)")
     run.add_argument("--top-k", type=int, default=None)
-    run.add_argument("--backend", help="default: the backend the manifest names")
+    run.add_argument("--backend", help="onnxruntime, onnxruntime-gpu, tensorrt or tensorrt_lean "
+                                       "(default: the backend the manifest names)")
+    run.add_argument("--fallback", choices=("onnx",),
+                     help="run an engine bundle's ONNX where this machine cannot run its engine")
     run.set_defaults(handler=_run)
 
     inspect = commands.add_parser("inspect", help="check a bundle and print its manifest summary")
@@ -87,14 +94,53 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tiny", action="store_true", help="2-layer stand-ins (seconds) instead of full size")
     demo.add_argument("--checkpoint", action="append", dest="checkpoints", help="only this one (repeatable)")
     demo.set_defaults(handler=_demo)
+
+    lint = commands.add_parser("lint", help="check bundles' ONNX against what TensorRT's ONNX parser accepts (CPU)")
+    lint.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
+    lint.add_argument("--json", type=Path, metavar="FILE", help="also write every report as JSON to FILE")
+    lint.set_defaults(handler=_lint)
+
+    engine = commands.add_parser("engine", help="build TensorRT engine bundles from a checkpoint's built ONNX bundles")
+    engine.add_argument("artifacts", type=Path,
+                        help="the checkpoint's artifacts directory (e.g. artifacts/distilroberta-base: engines from "
+                             "every GPU-bound bundle in it) or one bundle (artifacts/distilroberta-base/fp16)")
+    engine.add_argument("--sources", help="ONNX variants to build engines from (default: whichever of fp32, fp16 "
+                                          "and int8-qdq-trt are built)")
+    engine.add_argument("--eval-questions", type=int, default=500, help="QA gate: held-out questions (default 500)")
+    engine.add_argument("--eval-masks", type=int, default=2000, help="fill-mask gate: masked positions (default 2000)")
+    _add_engine_options(engine)
+    engine.set_defaults(handler=_engine)
     return parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TensorRT engine options")
+    group.add_argument("--profile", action="append", dest="profiles", metavar="B_MIN:OPT:MAX/S_MIN:OPT:MAX",
+                       help="an optimization profile: batch and sequence ranges, e.g. 1:8:32/1:128:384 "
+                            "(repeatable; default: the bundle's shape profile)")
+    group.add_argument("--version-compatible", action="store_true",
+                       help="engines later TensorRT 11.x releases and tensorrt_lean can run")
+    group.add_argument("--exclude-lean-runtime", action="store_true",
+                       help="leave the lean runtime out of a version-compatible plan (needs --version-compatible)")
+    group.add_argument("--hardware-compatibility", default="none",
+                       choices=("none", "ampere_plus", "same_compute_capability"))
+    group.add_argument("--optimization-level", type=int, default=3, help="TensorRT builder optimization level 0-5")
+    group.add_argument("--workspace-mb", type=int, help="builder workspace limit (default: TensorRT's)")
+    group.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 engines (faster, ~1e-3 error)")
+    group.add_argument("--timing-cache-dir", type=Path,
+                       help="where timing caches are kept between builds (default: ~/.cache/distilrt/tensorrt, "
+                            "or $DISTILRT_CACHE_DIR/tensorrt)")
+    group.add_argument("--no-timing-cache", action="store_true", help="do not read or write a timing cache")
+    group.add_argument("--device", type=int, default=0, help="CUDA device to build on")
+    group.add_argument("--require-engines", action="store_true",
+                       help="exit 1 when engines cannot be built here (no TensorRT or GPU) instead of reporting it")
 
 
 def _build(args) -> int:
     from distilrt.calib.sets import CalibConfig, EvalConfig
     from distilrt.export.build import BuildOptions, build_fp32
     from distilrt.export.config import ExportConfig, VerifyConfig
-    from distilrt.export.variants import VariantOptions, build_variants, parse_variants, write_build_summary
+    from distilrt.export.variants import VariantOptions, build_variants, parse_variants
 
     variants = parse_variants(args.variants)
     # Validate every option before the minutes of work start.
@@ -109,15 +155,88 @@ def _build(args) -> int:
     )
     options = BuildOptions(task=args.task, revision=args.revision, out_dir=args.out,
                            export=ExportConfig(opset=args.opset), verify=VerifyConfig(task_samples=args.task_samples))
+    engine_config = _engine_config(args) if args.engine else None
     fp32 = build_fp32(args.checkpoint, options)
     outcomes = build_variants(fp32, variants, variant_options)
+    if engine_config is not None:
+        from distilrt.export.config import ENGINE_SOURCES
+        from distilrt.export.engine_bundles import build_engines
+
+        sources = tuple(v for v in variants if v in ENGINE_SOURCES)
+        outcomes += build_engines(fp32, sources, engine_config, variant_options, **_engine_machine_options(args))
+    print(f"fp32: {fp32.bundle}")
+    return _report_outcomes(fp32, outcomes, args)
+
+
+def _engine(args) -> int:
+    from distilrt.calib.sets import EvalConfig
+    from distilrt.export.build import BuildResult
+    from distilrt.export.engine_bundles import build_engines
+    from distilrt.export.variants import VariantOptions
+
+    import distilrt
+
+    from distilrt.export.config import ENGINE_SOURCES
+
+    is_bundle = (args.artifacts / "manifest.json").is_file()
+    directory = args.artifacts.parent if is_bundle else args.artifacts
+    fp32 = distilrt.read_bundle(directory / "fp32")
+    if args.sources:
+        sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
+    elif is_bundle:  # `distilrt engine artifacts/x/fp16`: that bundle's engine
+        sources = (distilrt.read_bundle(args.artifacts, check_hashes=False).variant,)
+    else:
+        sources = tuple(s for s in ENGINE_SOURCES if (directory / s / "manifest.json").is_file())
+    options = VariantOptions(evaluation=EvalConfig(questions=args.eval_questions, masked_positions=args.eval_masks))
+    outcomes = build_engines(BuildResult(fp32.path, fp32.manifest, 0.0), sources, _engine_config(args), options,
+                             **_engine_machine_options(args))
+    return _report_outcomes(BuildResult(fp32.path, fp32.manifest, 0.0), outcomes, args)
+
+
+def _engine_config(args):
+    from distilrt.export.config import EngineConfig
+
+    return EngineConfig(profiles=tuple(_parse_profile(p) for p in args.profiles or ()),
+                        version_compatible=args.version_compatible, exclude_lean_runtime=args.exclude_lean_runtime,
+                        hardware_compatibility=args.hardware_compatibility,
+                        builder_optimization_level=args.optimization_level, workspace_mb=args.workspace_mb,
+                        tf32=args.tf32)
+
+
+def _engine_machine_options(args) -> dict:
+    from distilrt.export.engine import DEFAULT_TIMING_CACHE_DIR
+
+    cache_dir = None if args.no_timing_cache else (args.timing_cache_dir or DEFAULT_TIMING_CACHE_DIR)
+    return {"timing_cache_dir": cache_dir, "device": args.device}
+
+
+def _parse_profile(text: str):
+    from distilrt.errors import UserInputError
+    from distilrt.export.config import ShapeProfile
+
+    try:
+        batch, sequence = ([int(n) for n in part.split(":")] for part in text.split("/"))
+        if len(batch) != 3 or len(sequence) != 3:
+            raise ValueError
+    except ValueError:
+        raise UserInputError(f"--profile {text!r} is not B_MIN:OPT:MAX/S_MIN:OPT:MAX, e.g. 1:8:32/1:128:384") from None
+    return ShapeProfile(*batch, *sequence)
+
+
+def _report_outcomes(fp32, outcomes, args) -> int:
+    """Print each outcome, write build-summary.json; exit 1 for anything not published except engines that this
+    machine cannot build (unless --require-engines)."""
+    from distilrt.export.variants import write_build_summary
+
     summary_path = write_build_summary(fp32, outcomes)
     for outcome in outcomes:
-        print(f"{outcome.variant}: " + (str(outcome.bundle) if outcome.published else f"NOT published: {outcome.reason}"))
-    print(f"fp32: {fp32.bundle}\nsummary: {summary_path}")
-    failed = [o.variant for o in outcomes if not o.published]
+        state = "skipped" if outcome.skipped else "NOT published"
+        print(f"{outcome.variant}: " + (str(outcome.bundle) if outcome.published else f"{state}: {outcome.reason}"))
+    print(f"summary: {summary_path}")
+    require_engines = getattr(args, "require_engines", False)
+    failed = [o.variant for o in outcomes if not o.published and (require_engines or not o.skipped)]
     if failed:
-        print(f"distilrt: error: variants not published: {', '.join(failed)} (see {summary_path})", file=sys.stderr)
+        print(f"distilrt: error: not published: {', '.join(failed)} (see {summary_path})", file=sys.stderr)
         return 1
     return 0
 
@@ -145,7 +264,7 @@ def _run(args) -> int:
     import distilrt
     from distilrt.errors import UserInputError
 
-    head = distilrt.load(args.bundle, backend=args.backend)
+    head = distilrt.load(args.bundle, backend=args.backend, fallback=args.fallback)
     kwargs = {} if args.top_k is None else {"top_k": args.top_k}
     task = distilrt.read_bundle(args.bundle, check_hashes=False).task
     if task == "question-answering":
@@ -196,6 +315,12 @@ def _inspect(args) -> int:
         + json.dumps(verification.get("task", {}), ensure_ascii=False),
         "tools:         " + ", ".join(f"{k} {v}" for k, v in m.get("tools", {}).items() if v),
     ]
+    if "engine" in m:
+        engine = m["engine"]
+        lines.append(f"engine:        TensorRT {engine['tensorrt_version']} on {engine['gpu']['name']} (compute "
+                     f"capability {engine['gpu']['compute_capability']}); version_compatible "
+                     f"{engine['version_compatible']}, hardware_compatibility {engine['hardware_compatibility']}")
+        lines.append(f"fallback:      {m['fallback']['file']} for {m['fallback']['backend']}")
     print("\n".join(lines))
     return 0
 
@@ -207,6 +332,23 @@ def _demo(args) -> int:
     checkpoints = tuple(args.checkpoints or SEED_CHECKPOINTS)
     rows = run_demo(args.out, tiny=args.tiny, checkpoints=checkpoints)
     print(format_table(rows))
+    return 0
+
+
+def _lint(args) -> int:
+    from distilrt.export.lint import lint_bundle
+
+    reports = [lint_bundle(bundle) for bundle in args.bundles]
+    for bundle, report in zip(args.bundles, reports):
+        print(f"{bundle}: " + report.summary().replace("\n", "\n  "))
+    if args.json is not None:
+        args.json.write_text(json.dumps([report.to_dict() for report in reports], indent=2, ensure_ascii=False))
+    rejected = [(bundle, report) for bundle, report in zip(args.bundles, reports) if not report]
+    if rejected:
+        reasons = "; ".join(f"{bundle} ({', '.join(sorted(report.rules()))})" for bundle, report in rejected)
+        print(f"distilrt: error: {len(rejected)} of {len(reports)} bundles not ready for TensorRT: {reasons}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -227,8 +227,70 @@ GATES: dict[str, Gate] = {
     "fused": Gate(Tolerances(atol={"": 1e-3}, rtol={"": 1e-4}), qa_f1_vs_fp32=99.5, mlm_top1_vs_fp32=99.5),
     "fp16": Gate(Tolerances(atol={"": 5e-2}, rtol={"": 1e-2}), qa_f1_vs_fp32=99.5, mlm_top1_vs_fp32=99.5),
     "int8": Gate(None, qa_f1_vs_fp32=97.0, mlm_top1_vs_fp32=95.0),
+    # An fp32 TensorRT engine (TF32 off) sums in other orders than ONNX Runtime's CPU kernels: the fused tolerance.
+    "fp32-engine": Gate(Tolerances(atol={"": 1e-3}, rtol={"": 1e-4}), qa_f1_vs_fp32=99.5, mlm_top1_vs_fp32=99.5),
 }
 
 
+def gate_key(variant: str) -> str:
+    """The GATES entry of a variant: engines are gated like the ONNX they were built from (fp32 excepted)."""
+    if variant == "fp32-engine":
+        return variant
+    source = variant.removesuffix("-engine")
+    return "int8" if source.startswith("int8") else source
+
+
 def gate_for(variant: str) -> Gate:
-    return GATES["int8" if variant.startswith("int8") else variant]
+    return GATES[gate_key(variant)]
+
+
+# The ONNX variants TensorRT's parser takes, and the precision their engine keeps (TensorRT 11 builds strongly
+# typed networks only: the precision is the ONNX's own). fused and int8-dynamic hold ONNX Runtime-only ops and
+# int8-qdq holds uint8 Q/DQ, which TensorRT does not take (see `distilrt lint`).
+ENGINE_SOURCES = {"fp32": "fp32", "fp16": "fp16", "int8-qdq-trt": "int8"}
+HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
+
+
+def engine_variant(source_variant: str) -> str:
+    return f"{source_variant}-engine"
+
+
+@dataclass(frozen=True)
+class EngineConfig(StageConfig):
+    """How a TensorRT engine is built from a bundle's ONNX. Machine-local things (where the timing cache lives)
+    are arguments of the build, not settings: the manifest records what the engine is, not where it was made."""
+
+    # Optimization profiles; () means one profile: the bundle's own shape profile.
+    profiles: tuple[ShapeProfile, ...] = ()
+    # Engines that later TensorRT versions (of the same major version) can run, with the lean runtime.
+    version_compatible: bool = False
+    # Leave the lean runtime out of a version-compatible plan (smaller plan; the machine that runs it must
+    # have the lean runtime, e.g. the tensorrt_lean module).
+    exclude_lean_runtime: bool = False
+    # Which GPUs the engine may run on: "none" (the compute capability it was built on), "ampere_plus"
+    # (compute capability 8.0 and newer) or "same_compute_capability".
+    hardware_compatibility: str = "none"
+    builder_optimization_level: int = 3  # TensorRT's default; 0-5, higher searches longer for faster kernels
+    workspace_mb: int | None = None  # None: TensorRT's default (the GPU's memory)
+    # TF32 matmuls in fp32 engines: faster, but ~1e-3 relative error; off so fp32 engines keep fp32 parity.
+    tf32: bool = False
+
+    def __post_init__(self):
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise UserInputError("exclude_lean_runtime applies to version-compatible engines only; "
+                                 "set version_compatible as well, or drop exclude_lean_runtime")
+        if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
+            raise UserInputError(f"hardware_compatibility must be one of {', '.join(HARDWARE_COMPATIBILITY)}, "
+                                 f"got {self.hardware_compatibility!r}")
+        if not 0 <= self.builder_optimization_level <= 5:
+            raise UserInputError(f"builder_optimization_level must be 0-5, got {self.builder_optimization_level}")
+        if self.workspace_mb is not None and self.workspace_mb < 1:
+            raise UserInputError(f"workspace_mb must be at least 1, got {self.workspace_mb}")
+        if not all(isinstance(p, ShapeProfile) for p in self.profiles):
+            raise UserInputError("EngineConfig.profiles must be ShapeProfile values")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EngineConfig":
+        data = dict(data)
+        data["profiles"] = tuple(ShapeProfile.from_dict(p) for p in data.get("profiles", ()))
+        return super().from_dict.__func__(cls, data)

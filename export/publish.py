@@ -23,6 +23,12 @@ def staging_dir(destination: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def bundle_files(manifest: dict) -> list[str]:
+    """The files a manifest names: the model, the ONNX kept beside an engine (its fallback), the tokenizer."""
+    fallback = manifest.get("fallback")
+    return [manifest["model"]["file"], *([fallback["file"]] if fallback else []), manifest["tokenizer"]["file"]]
+
+
 def write_manifest(bundle_dir: Path, manifest: dict, files: list[str]) -> dict:
     """Record every file's sha256 and write manifest.json (itself via a temp file and rename).
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from distilrt.bundle import read_bundle
 from distilrt.calib.sets import CalibConfig, EvalConfig
-from distilrt.errors import VerificationError
+from distilrt.errors import CapabilityError, VerificationError
 from distilrt.export.build import BuildOptions, BuildResult, Progress, build_fp32, print_progress
-from distilrt.export.config import GATES, ExportConfig, FuseConfig, Gate, ShapeProfile, Tolerances, VerifyConfig
+from distilrt.export.config import (GATES, EngineConfig, ExportConfig, FuseConfig, Gate, ShapeProfile, Tolerances,
+                                    VerifyConfig, gate_key)
 from distilrt.export.random_checkpoint import make_random_checkpoint
 from distilrt.export.variants import VariantOptions, build_variants
 
@@ -36,7 +37,7 @@ def variant_options_from_manifest(manifest: dict) -> VariantOptions:
         calib=CalibConfig.from_dict(stages["calibration"]) if "calibration" in stages else CalibConfig(),
         evaluation=EvalConfig.from_dict(stages["evaluation"]),
         calibration_method=precision.get("calibration_method") or "Percentile",
-        gates={**GATES, "int8" if manifest["variant"].startswith("int8") else manifest["variant"]: gate},
+        gates={**GATES, gate_key(manifest["variant"]): gate},
     )
 
 
@@ -44,12 +45,27 @@ def rebuild(bundle_path: Path, out_dir: Path, progress: Progress = print_progres
     """Build the bundle again into out_dir; a derived variant is rebuilt with its fp32 reference first."""
     manifest = read_bundle(bundle_path).manifest
     fp32 = _rebuild_fp32(manifest, out_dir, progress)
-    if manifest["variant"] == "fp32":
-        return fp32.bundle
-    (outcome,) = build_variants(fp32, (manifest["variant"],), variant_options_from_manifest(manifest), progress)
-    if not outcome.published:
-        raise VerificationError(f"the rebuilt {manifest['variant']} was not published: {outcome.reason}")
+    engine_source = manifest["stages"].get("engine_source", {}).get("variant")
+    onnx_variant = engine_source or manifest["variant"]
+    if onnx_variant != "fp32":
+        (outcome,) = build_variants(fp32, (onnx_variant,), variant_options_from_manifest(manifest), progress)
+        _check_published(outcome)
+    if engine_source is None:
+        return fp32.bundle if onnx_variant == "fp32" else outcome.bundle
+    # An engine bundle: its ONNX source first, then the engine with the recorded EngineConfig (on a GPU machine).
+    from distilrt.export.engine_bundles import build_engines
+
+    (outcome,) = build_engines(fp32, (engine_source,), EngineConfig.from_dict(manifest["stages"]["engine"]),
+                               variant_options_from_manifest(manifest), progress=progress)
+    _check_published(outcome)
     return outcome.bundle
+
+
+def _check_published(outcome) -> None:
+    if outcome.skipped:
+        raise CapabilityError(f"{outcome.variant} cannot be rebuilt here: {outcome.reason}")
+    if not outcome.published:
+        raise VerificationError(f"the rebuilt {outcome.variant} was not published: {outcome.reason}")
 
 
 def _rebuild_fp32(manifest: dict, out_dir: Path, progress: Progress) -> BuildResult:

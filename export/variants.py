@@ -7,6 +7,7 @@ reported with the margin it missed by and is not published.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -19,10 +20,11 @@ from distilrt.calib.sets import CalibConfig, EvalConfig, calibration_set, mlm_ev
 from distilrt.errors import DistilrtError, UserInputError, VerificationError
 from distilrt.export import gates
 from distilrt.export.build import BuildResult, Progress, finish_bundle, print_progress, verification_feeds
-from distilrt.export.config import CALIBRATION_METHODS, GATES, FuseConfig, Gate, PrecisionConfig, VerifyConfig
+from distilrt.export.config import (CALIBRATION_METHODS, GATES, FuseConfig, Gate, PrecisionConfig, VerifyConfig,
+                                    gate_key)
 from distilrt.export.fuse import fuse
 from distilrt.export.precision import convert, fp16_cpu_method, op_histogram, pad_to_common_length
-from distilrt.export.publish import staging_dir, write_manifest
+from distilrt.export.publish import bundle_files, staging_dir, write_manifest
 from distilrt.export.specs import ArchitectureSpec, get_spec
 from distilrt.export.verify import verify_tensors
 
@@ -53,6 +55,7 @@ class VariantOutcome:
     gate: dict | None = None  # GateResult.to_dict()
     reason: str | None = None  # why it was not published
     calibration: dict | None = None  # identity of the calibration set (static int8), published or not
+    skipped: bool = False  # not attempted: the machine lacks what it needs (TensorRT, a GPU); reason says which
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -75,7 +78,7 @@ def precision_config(variant: str, spec: ArchitectureSpec, method: str) -> Preci
     return make(spec.int8.op_types, spec.int8.keep_float, method)
 
 
-class _Reference:
+class Reference:
     """The fp32 variant and what every derived variant is compared with, computed once."""
 
     def __init__(self, fp32: BuildResult, options: VariantOptions, progress: Progress):
@@ -104,6 +107,29 @@ class _Reference:
             return gates.qa_gate(self.eval_reference, answers, self.eval_set, gate)
         return gates.mlm_gate(self.eval_reference, gates.masked_logits(model.run, self.eval_set), self.eval_set, gate)
 
+    def verify_and_publish(self, staging: Path, destination: Path, candidate, manifest: dict, gate: Gate,
+                           report: dict, target_name: str, progress: Progress) -> gates.GateResult:
+        """Compare the staged bundle's model (opened as ``candidate``) with fp32 on the seeded tensors, gate it on
+        the evaluation split, and publish it to ``destination`` if it passes; VerificationError if not."""
+        variant = manifest["variant"]
+        progress(f"{variant}: comparing tensors with fp32")
+        tensors = verify_tensors(self.model.run, candidate.run, self.tensor_feeds, tuple(self.model.output_names),
+                                 gate.tensor, source_name="onnx fp32", target_name=target_name)
+        write_manifest(staging, manifest, bundle_files(manifest))
+        progress(f"{variant}: task gate on the evaluation split")
+        result = self.gate(staging, candidate, gate, progress)
+        if not result.passed:
+            raise VerificationError(
+                f"{variant} missed its gate: {result.metric} {result.value:.2f} < {result.threshold:.2f} "
+                f"(by {-result.margin:.2f})", result=result.to_dict())
+        summary = {"passed": True, "tensors": {"against": "onnx fp32", "gated": tensors.gated,
+                                               "worst": tensors.worst()},
+                   "gate": {k: v for k, v in result.to_dict().items() if k != "figures"},
+                   "figures": result.figures}
+        finish_bundle(staging, destination, manifest,
+                      {"tensors": tensors.to_dict(), "gate": result.to_dict(), **report}, summary)
+        return result
+
 
 def build_variants(fp32: BuildResult, variants: tuple[str, ...], options: VariantOptions = VariantOptions(),
                    progress: Progress = print_progress) -> list[VariantOutcome]:
@@ -111,7 +137,7 @@ def build_variants(fp32: BuildResult, variants: tuple[str, ...], options: Varian
     derived = [v for v in variants if v != "fp32"]
     if not derived:
         return []
-    reference = _Reference(fp32, options, progress)
+    reference = Reference(fp32, options, progress)
     with tempfile.TemporaryDirectory(prefix="distilrt-variants-") as scratch:
         scratch = Path(scratch)
         fused_ops = _fuse_if_needed(reference, derived, options, scratch, progress)
@@ -120,7 +146,7 @@ def build_variants(fp32: BuildResult, variants: tuple[str, ...], options: Varian
                 for variant in derived]
 
 
-def _fuse_if_needed(reference: _Reference, derived, options, scratch: Path, progress) -> dict | None:
+def _fuse_if_needed(reference: Reference, derived, options, scratch: Path, progress) -> dict | None:
     if not any(v in ("fused", "int8-dynamic") for v in derived):
         return None
     progress("fusing the fp32 graph (onnxruntime transformer optimizer)")
@@ -128,53 +154,38 @@ def _fuse_if_needed(reference: _Reference, derived, options, scratch: Path, prog
                 _model_shape_config(reference), options.fuse)
 
 
-def _model_shape_config(reference: _Reference) -> dict:
+def _model_shape_config(reference: Reference) -> dict:
     """The config keys the spec reads for layers/heads/hidden, from the manifest (no checkpoint needed)."""
     model = reference.manifest["model"]
     keys = reference.spec.shape_keys
     return dict(zip(keys, (model["layers"], model["attention_heads"], model["hidden_size"])))
 
 
-def _calibrate_if_needed(reference: _Reference, derived, options, progress):
+def _calibrate_if_needed(reference: Reference, derived, options, progress):
     if not any(v in ("int8-qdq", "int8-qdq-trt") for v in derived):
         return None
     progress(f"calibration set: {options.calib.size} inputs made with the runtime's preprocessing")
     return calibration_set(reference.head, options.calib, reference.model.input_names)
 
 
-def _build_one(reference: _Reference, variant: str, options: VariantOptions, scratch: Path, fused_ops,
+def _build_one(reference: Reference, variant: str, options: VariantOptions, scratch: Path, fused_ops,
                calibration, progress) -> VariantOutcome:
     started = time.perf_counter()
     destination = reference.bundle.parent / variant
-    gate = options.gates["int8" if variant.startswith("int8") else variant]
+    gate = options.gates[gate_key(variant)]
     calibration_identity = calibration.identity if calibration is not None and variant.startswith("int8-qdq") else None
     try:
         with staging_dir(destination) as staging:
             progress(f"{variant}: making the graph")
             precision = _make_graph(reference, variant, options, scratch, calibration, staging / "model.onnx")
             shutil.copy(reference.bundle / "tokenizer.json", staging / "tokenizer.json")
-            progress(f"{variant}: comparing tensors with fp32")
             candidate = open_backend("onnxruntime", staging / "model.onnx")
-            tensors = verify_tensors(reference.model.run, candidate.run, reference.tensor_feeds,
-                                     tuple(reference.model.output_names), gate.tensor,
-                                     source_name="onnx fp32", target_name=f"onnx {variant} (onnxruntime CPU)")
             manifest = _variant_manifest(reference, variant, options, precision, gate, fused_ops, calibration)
-            write_manifest(staging, manifest, ["model.onnx", "tokenizer.json"])
-            progress(f"{variant}: task gate on the evaluation split")
-            result = reference.gate(staging, candidate, gate, progress)
-            if not result.passed:
-                raise VerificationError(
-                    f"{variant} missed its gate: {result.metric} {result.value:.2f} < {result.threshold:.2f} "
-                    f"(by {-result.margin:.2f})", result=result.to_dict())
-            report = {"tensors": tensors.to_dict(), "gate": result.to_dict(),
-                      "ops": op_histogram(staging / "model.onnx")}
+            report = {"ops": op_histogram(staging / "model.onnx")}
             if variant == "fp16":
                 report["fp16_parity_method"] = fp16_cpu_method(staging / "model.onnx")
-            summary = {"passed": True, "tensors": {"against": "onnx fp32", "gated": tensors.gated,
-                                                   "worst": tensors.worst()},
-                       "gate": {k: v for k, v in result.to_dict().items() if k != "figures"},
-                       "figures": result.figures}
-            finish_bundle(staging, destination, manifest, report, summary)
+            result = reference.verify_and_publish(staging, destination, candidate, manifest, gate, report,
+                                                  f"onnx {variant} (onnxruntime CPU)", progress)
         size = (destination / "model.onnx").stat().st_size / 2**20
         progress(f"{variant}: published ({result.metric} {result.value:.2f} >= {result.threshold:.2f})")
         return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict(),
@@ -186,7 +197,7 @@ def _build_one(reference: _Reference, variant: str, options: VariantOptions, scr
                               calibration=calibration_identity)
 
 
-def _make_graph(reference: _Reference, variant: str, options: VariantOptions, scratch: Path, calibration,
+def _make_graph(reference: Reference, variant: str, options: VariantOptions, scratch: Path, calibration,
                 target: Path) -> PrecisionConfig | None:
     if variant == "fused":
         shutil.copy(scratch / "fused.onnx", target)
@@ -200,7 +211,7 @@ def _make_graph(reference: _Reference, variant: str, options: VariantOptions, sc
     return precision
 
 
-def _variant_manifest(reference: _Reference, variant: str, options: VariantOptions, precision, gate: Gate,
+def _variant_manifest(reference: Reference, variant: str, options: VariantOptions, precision, gate: Gate,
                       fused_ops, calibration) -> dict:
     base = reference.manifest
     uses_fusion = variant == "fused" or (precision is not None and precision.source_graph == "fused")
@@ -233,10 +244,17 @@ def write_build_summary(fp32: BuildResult, outcomes: list[VariantOutcome]) -> Pa
 
     path = fp32.bundle.parent / "build-summary.json"
     fp32_size = (fp32.bundle / "model.onnx").stat().st_size / 2**20
+    entries = {"fp32": {"variant": "fp32", "published": True, "bundle": str(fp32.bundle), "seconds": fp32.seconds,
+                        "model_mb": fp32_size}}
+    if path.is_file():  # a later `distilrt engine` run adds to what `distilrt build` recorded
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous.get("fp32_sha256") == fp32.manifest["files"]["model.onnx"]:
+            entries = {entry["variant"]: entry for entry in previous["variants"]}
+    entries.update({o.variant: o.to_dict() for o in outcomes})
     write_json(path, {
         "checkpoint": fp32.manifest["source"]["id"],
         "task": fp32.manifest["task"],
-        "variants": [{"variant": "fp32", "published": True, "bundle": str(fp32.bundle), "seconds": fp32.seconds,
-                      "model_mb": fp32_size}] + [o.to_dict() for o in outcomes],
+        "fp32_sha256": fp32.manifest["files"]["model.onnx"],
+        "variants": list(entries.values()),
     })
     return path

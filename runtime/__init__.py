@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from distilrt.bundle import Bundle, read_bundle
-from distilrt.errors import BundleError, DistilrtError
+from distilrt.errors import BundleError, CapabilityError, DistilrtError, UserInputError
 
 __version__ = "0.1.0"
 __all__ = ["load", "head_for", "read_bundle", "Bundle", "DistilrtError", "__version__"]
@@ -20,19 +21,32 @@ def load(
     path: str | Path,
     *,
     backend: str | None = None,
+    fallback: str | None = None,
     batch_size: int = 8,
     check_hashes: bool = True,
     **backend_options,
 ):
     """Load a bundle and return its task head: a ``QuestionAnswerer`` or a ``FillMask``.
 
-    ``backend`` defaults to the one the manifest names; ``backend_options`` go to that backend
-    (for onnxruntime: ``providers``, ``intra_op_num_threads``).
+    ``backend`` defaults to the one the manifest names: onnxruntime, onnxruntime-gpu, tensorrt or
+    tensorrt_lean. ``backend_options`` go to that backend (onnxruntime: ``providers``, ``intra_op_num_threads``;
+    onnxruntime-gpu: ``device_id``; tensorrt: ``device``, ``module``). An engine that this machine cannot run
+    (no GPU, no TensorRT, another TensorRT version or GPU) raises a CapabilityError saying why, unless
+    ``fallback="onnx"``: then the bundle's ONNX runs instead (on onnxruntime-gpu where its CUDA provider is
+    available, else on the CPU), and the head's ``backend`` names what runs.
     """
-    from distilrt.backends import open_backend
+    from distilrt.backends import open_bundle_model, open_onnx_fallback
 
+    if fallback not in (None, "onnx"):
+        raise UserInputError(f"fallback must be None or 'onnx', got {fallback!r}")
     bundle = read_bundle(path, check_hashes=check_hashes)
-    model = open_backend(backend or bundle.manifest["model"]["backend"], bundle.model_path, **backend_options)
+    try:
+        model = open_bundle_model(bundle, backend or bundle.manifest["model"]["backend"], **backend_options)
+    except CapabilityError as e:
+        if fallback is None:
+            raise
+        model = open_onnx_fallback(bundle)
+        logging.getLogger("distilrt").warning("%s; running its ONNX on %s instead (fallback='onnx')", e, model.name)
     return head_for(bundle, model, batch_size=batch_size)
 
 

@@ -47,3 +47,14 @@ class VerificationError(DistilrtError):
     def __init__(self, message: str, result=None):
         super().__init__(message)
         self.result = result
+
+
+class IncompatibleEngineError(CapabilityError):
+    """A TensorRT engine was built for another GPU or TensorRT version than this machine has.
+
+    ``machine`` holds what this machine offers (TensorRT module and version, GPU name and compute capability).
+    """
+
+    def __init__(self, message: str, machine=None):
+        super().__init__(message)
+        self.machine = machine

@@ -42,6 +42,11 @@ class FillMask:
         self._settings = settings
         self._batch_size = batch_size
 
+    @property
+    def backend(self) -> str:
+        """The backend that runs the model (after a fallback, the one that actually runs)."""
+        return self._backend.name
+
     def __call__(
         self,
         inputs: str | list[str],

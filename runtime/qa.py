@@ -89,6 +89,11 @@ class QuestionAnswerer:
         # The pipeline puts the question first when the tokenizer pads on the right.
         self._question_first = settings.padding_side == "right"
 
+    @property
+    def backend(self) -> str:
+        """The backend that runs the model (after a fallback, the one that actually runs)."""
+        return self._backend.name
+
     def __call__(
         self,
         *args,

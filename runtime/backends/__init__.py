@@ -8,7 +8,7 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from distilrt.errors import UnsupportedError
+from distilrt.errors import CapabilityError, IncompatibleEngineError, UnsupportedError, UserInputError
 
 
 class Backend(Protocol):
@@ -21,18 +21,77 @@ class Backend(Protocol):
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-# backend name -> module under distilrt.backends that defines ``open_model(path, **options)``
-_BACKEND_MODULES = {"onnxruntime": "onnxruntime"}
+# backend name -> (module under distilrt.backends, its opening function, the model format it runs)
+_BACKENDS = {
+    "onnxruntime": ("onnxruntime", "open_model", "onnx"),
+    "onnxruntime-gpu": ("onnxruntime", "open_gpu_model", "onnx"),
+    "tensorrt": ("tensorrt", "open_model", "tensorrt-plan"),  # full TensorRT if installed, else tensorrt_lean
+    "tensorrt_lean": ("tensorrt", "open_model", "tensorrt-plan"),
+}
+ENGINE_FORMAT = "tensorrt-plan"
 
 
 def supported_backends() -> tuple[str, ...]:
-    return tuple(_BACKEND_MODULES)
+    return tuple(_BACKENDS)
 
 
 def open_backend(name: str, model_path: Path, **options) -> Backend:
-    if name not in _BACKEND_MODULES:
-        raise UnsupportedError(
-            f"unknown backend {name!r}; supported backends: {', '.join(supported_backends())}"
-        )
-    module = importlib.import_module(f"distilrt.backends.{_BACKEND_MODULES[name]}")
-    return module.open_model(Path(model_path), **options)
+    """Open a model file with the named backend (no manifest, so no engine compatibility check)."""
+    module_name, opener, _ = _backend(name)
+    if name == "tensorrt_lean":
+        options = {**options, "module": "tensorrt_lean"}
+    module = importlib.import_module(f"distilrt.backends.{module_name}")
+    return getattr(module, opener)(Path(model_path), **options)
+
+
+def open_bundle_model(bundle, name: str, **options) -> Backend:
+    """Open the bundle's model file that backend ``name`` runs: the engine for TensorRT, the ONNX (an engine
+    bundle keeps the ONNX it was built from) for ONNX Runtime. Engines are checked against this machine
+    first; an engine it cannot run raises IncompatibleEngineError saying what each side has."""
+    _, _, model_format = _backend(name)
+    model = bundle.manifest["model"]
+    if model_format == ENGINE_FORMAT:
+        if model["format"] != ENGINE_FORMAT:
+            raise UserInputError(f"{bundle.path} holds an ONNX model and backend {name!r} runs TensorRT engines; "
+                                 "build an engine bundle with `distilrt engine`, or use backend='onnxruntime'")
+        _check_engine_runs_here(bundle, name, options)
+        options = {**options, "engine_host_code_allowed": bool(bundle.manifest["engine"]["version_compatible"])}
+        return open_backend(name, bundle.model_path, **options)
+    return open_backend(name, bundle.path / _onnx_file(bundle), **options)
+
+
+def _onnx_file(bundle) -> str:
+    model = bundle.manifest["model"]
+    if model["format"] == "onnx":
+        return model["file"]
+    fallback = bundle.manifest.get("fallback")
+    if not fallback:
+        raise UserInputError(f"{bundle.path} holds a {model['format']} model and no ONNX to run with ONNX Runtime")
+    return fallback["file"]
+
+
+def _check_engine_runs_here(bundle, name: str, options) -> None:
+    from distilrt.backends.tensorrt import machine_record
+    from distilrt.compat import engine_problems
+
+    module = "tensorrt_lean" if name == "tensorrt_lean" else options.get("module", "auto")
+    machine = machine_record(module, options.get("device", 0))
+    problems = engine_problems(bundle.manifest["engine"], machine)
+    if problems:
+        raise IncompatibleEngineError(
+            f"the engine in {bundle.path} cannot run on this machine: {'; '.join(problems)}. Rebuild it here with "
+            "`distilrt engine`, or load with fallback='onnx' to run the bundle's ONNX", machine=machine)
+
+
+def open_onnx_fallback(bundle) -> Backend:
+    """The bundle's ONNX on onnxruntime-gpu's CUDA provider where it is available, else on the CPU."""
+    try:
+        return open_bundle_model(bundle, "onnxruntime-gpu")
+    except CapabilityError:
+        return open_bundle_model(bundle, "onnxruntime")
+
+
+def _backend(name: str):
+    if name not in _BACKENDS:
+        raise UnsupportedError(f"unknown backend {name!r}; supported backends: {', '.join(supported_backends())}")
+    return _BACKENDS[name]

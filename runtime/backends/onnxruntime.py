@@ -1,4 +1,8 @@
-"""ONNX Runtime backend (CPU provider by default)."""
+"""ONNX Runtime backends: ``onnxruntime`` (CPU provider by default) and ``onnxruntime-gpu`` (CUDA provider).
+
+onnxruntime and onnxruntime-gpu install the same ``onnxruntime`` module and cannot share an environment; the
+GPU backend checks that the module it finds has the CUDA provider and that the session really uses it.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,12 @@ import numpy as np
 
 from distilrt.errors import BackendError, CapabilityError, UserInputError
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
 
 class OnnxRuntimeModel:
-    name = "onnxruntime"
-
-    def __init__(self, session):
+    def __init__(self, session, name: str = "onnxruntime"):
+        self.name = name
         self._session = session
         self.input_names = tuple(i.name for i in session.get_inputs())
         self.output_names = tuple(o.name for o in session.get_outputs())
@@ -39,17 +44,41 @@ def open_model(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     intra_op_num_threads: int | None = None,
 ) -> OnnxRuntimeModel:
+    ort = _import_onnxruntime("pip install onnxruntime (or distilrt[ort])")
+    return OnnxRuntimeModel(_session(ort, path, list(providers), intra_op_num_threads))
+
+
+def open_gpu_model(path: Path, *, device_id: int = 0, intra_op_num_threads: int | None = None) -> OnnxRuntimeModel:
+    """The model on onnxruntime-gpu's CUDA provider (ONNX Runtime places the few ops CUDA lacks on the CPU)."""
+    ort = _import_onnxruntime("pip install onnxruntime-gpu (or distilrt[gpu]) in an environment without onnxruntime")
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        raise CapabilityError(
+            f"the onnxruntime-gpu backend needs ONNX Runtime's {CUDA_PROVIDER}, and the installed onnxruntime "
+            f"{ort.__version__} offers {ort.get_available_providers()}: pip uninstall onnxruntime, then pip install "
+            "onnxruntime-gpu")
+    session = _session(ort, path, [(CUDA_PROVIDER, {"device_id": device_id}), "CPUExecutionProvider"],
+                       intra_op_num_threads)
+    if session.get_providers()[0] != CUDA_PROVIDER:
+        # ONNX Runtime falls back to the CPU with only a logged warning when CUDA or cuDNN fails to load.
+        raise CapabilityError(f"onnxruntime could not start its {CUDA_PROVIDER} on device {device_id} (no GPU, or "
+                              "CUDA/cuDNN libraries missing); the session would run on the CPU")
+    return OnnxRuntimeModel(session, name="onnxruntime-gpu")
+
+
+
+def _import_onnxruntime(install_hint: str):
     try:
         import onnxruntime as ort
     except ImportError as e:
-        raise CapabilityError(
-            "the onnxruntime backend needs onnxruntime: pip install onnxruntime (or distilrt[ort])"
-        ) from e
+        raise CapabilityError(f"this backend needs ONNX Runtime: {install_hint}") from e
+    return ort
+
+
+def _session(ort, path: Path, providers: list, intra_op_num_threads: int | None):
     options = ort.SessionOptions()
     if intra_op_num_threads is not None:
         options.intra_op_num_threads = intra_op_num_threads
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-    except Exception as e:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own untyped exceptions
         raise BackendError(f"onnxruntime could not load {path}: {e}") from e
-    return OnnxRuntimeModel(session)
