@@ -110,6 +110,36 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--eval-masks", type=int, default=2000, help="fill-mask gate: masked positions (default 2000)")
     _add_engine_options(engine)
     engine.set_defaults(handler=_engine)
+
+    bench = commands.add_parser("bench", help="latency, throughput and peak memory of bundles, next to the "
+                                              "transformers pipeline on PyTorch measured in the same run")
+    bench.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE",
+                       help="bundle directories, or artifacts/<checkpoint> for all of its bundles")
+    bench.add_argument("--batch", type=int, nargs="+", dest="batches", metavar="N", help="batch sizes (default 1 8)")
+    bench.add_argument("--sequence", type=int, nargs="+", dest="sequences", metavar="N",
+                       help="sequence lengths in tokens (default 128 384)")
+    bench.add_argument("--repeats", type=int, help="timed runs per cell (default 20)")
+    bench.add_argument("--warmup", type=int, help="untimed runs before each cell (default 3)")
+    bench.add_argument("--threads", type=int, help="ONNX Runtime intra-op and torch threads (default: all cores)")
+    bench.add_argument("--max-seconds", type=float, help="stop repeating a cell after this many seconds of timed "
+                                                         "runs, at 5 runs or more (default 20)")
+    bench.add_argument("--model-only", action="store_true", help="time the model alone, not text in, answers out")
+    bench.add_argument("--no-reference", action="store_true", help="leave out PyTorch and Optimum (no ratios)")
+    bench.add_argument("--json", type=Path, required=True, metavar="OUT", help="write the results here")
+    bench.set_defaults(handler=_bench)
+
+    report = commands.add_parser("report", help="accuracy and latency of benchmarked bundles as JSON, Markdown and "
+                                                "PNG plots; with --baseline, exit 1 on any regression")
+    report.add_argument("benches", type=Path, nargs="+", metavar="BENCH.json", help="`distilrt bench` output files")
+    report.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="writes DIR/report.json, DIR/report.md and the plots")
+    report.add_argument("--eval", type=Path, action="append", dest="evals", metavar="EVAL.json",
+                        help="`distilrt eval` output to add to its bundle's accuracy (repeatable)")
+    report.add_argument("--baseline", type=Path, metavar="OLD_REPORT.json",
+                        help="a previous report.json (or bench file): exit 1 if anything got worse")
+    report.add_argument("--latency-threshold", type=float, default=0.10,
+                        help="how much a variant's p50 / PyTorch p50 may grow over the baseline's (default 0.10)")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -348,6 +378,54 @@ def _lint(args) -> int:
         reasons = "; ".join(f"{bundle} ({', '.join(sorted(report.rules()))})" for bundle, report in rejected)
         print(f"distilrt: error: {len(rejected)} of {len(reports)} bundles not ready for TensorRT: {reasons}",
               file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bench(args) -> int:
+    from dataclasses import replace
+
+    from distilrt.export.bench import BenchConfig, bench_bundles
+    from distilrt.export.publish import write_json
+    from distilrt.export.report import render_bench_markdown
+
+    given = {"batches": args.batches and tuple(args.batches), "sequences": args.sequences and tuple(args.sequences),
+             "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+             "max_seconds_per_cell": args.max_seconds}
+    config = replace(BenchConfig(), **{k: v for k, v in given.items() if v is not None},
+                     **({"modes": ("model",)} if args.model_only else {}),
+                     **({"references": ()} if args.no_reference else {}))
+    bench = bench_bundles(args.bundles, config)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.json, bench)  # temp file + rename
+    print(render_bench_markdown(bench))
+    print(f"results: {args.json}")
+    failed = sorted({f"{r['checkpoint']}/{r['variant'] or r['runner']}" for r in bench["results"] if r["failed"]})
+    if failed:
+        print(f"distilrt: error: the benchmark of {', '.join(failed)} failed (see {args.json})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args) -> int:
+    from distilrt.export.regression import compare_reports
+    from distilrt.export.report import as_report, build_report, read_json, write_report
+
+    benches = [read_json(path, "bench file") for path in args.benches]
+    evals = [read_json(path, "eval file") for path in args.evals or ()]
+    report = build_report(benches, evals, sources=[str(path) for path in args.benches])
+    if args.baseline is not None:
+        baseline = as_report(read_json(args.baseline, "baseline"), str(args.baseline))
+        report["comparison"] = {"baseline": str(args.baseline),
+                                **compare_reports(baseline, report, args.latency_threshold)}
+    for path in write_report(report, args.out):
+        print(path)
+    comparison = report["comparison"]
+    if comparison and not comparison["passed"]:
+        regressions = comparison["regressions"]
+        print(f"distilrt: error: {len(regressions)} regression(s) against {args.baseline}: {regressions[0]['message']}"
+              + (f" (and {len(regressions) - 1} more)" if len(regressions) > 1 else "")
+              + f"; see {args.out / 'report.md'}", file=sys.stderr)
         return 1
     return 0
 

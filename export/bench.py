@@ -1,0 +1,356 @@
+"""`distilrt bench`: latency, throughput and peak memory of bundles, each next to the transformers pipeline on
+PyTorch (and Optimum's ONNX Runtime models, when installed) measured in the same run.
+
+Bundles are grouped by checkpoint. Per checkpoint the references run once and every bundle runs over every
+(mode, batch, sequence) cell; each runner in its own process (bench_worker), so its peak memory is its own.
+Every distilrt figure then gets its ratio to the reference's figure of the same cell: a ratio measured side by
+side on one machine means something on any machine, a bare latency only on the machine that measured it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from distilrt.bundle import Bundle, read_bundle, sha256_file
+from distilrt.errors import CapabilityError, DistilrtError, UserInputError
+from distilrt.export.bench_inputs import mlm_texts, qa_examples
+from distilrt.export.bench_worker import PROGRESS_PREFIX
+from distilrt.export.build import Progress, print_progress, tool_versions
+from distilrt.export.config import StageConfig
+from distilrt.tokenize import load_tokenizer
+
+BENCH_SCHEMA = "distilrt-bench/1"
+MODES = ("model", "end_to_end")
+REFERENCES = ("pytorch", "optimum")
+MIN_SEQUENCE = 16  # room for a question, a context and the special tokens
+MIN_TIMED_RUNS = 5  # a cell stopped early by max_seconds_per_cell still gets this many timed runs
+MEMORY_NOTE = ("peak_rss_mb is the peak resident memory (getrusage ru_maxrss) of the process that ran the runner: "
+               "the Python interpreter, its imports (torch and transformers for the references), loading the model "
+               "and tokenizer, and every cell it ran; so it is the same figure on each of the runner's rows")
+
+
+@dataclass(frozen=True)
+class BenchConfig(StageConfig):
+    batches: tuple[int, ...] = (1, 8)
+    sequences: tuple[int, ...] = (128, 384)
+    warmup: int = 3
+    repeats: int = 20
+    max_seconds_per_cell: float = 20.0  # stop repeating a cell once its timed runs took this long
+    threads: int | None = None  # None: os.cpu_count(); ONNX Runtime intra-op threads and torch.set_num_threads
+    modes: tuple[str, ...] = MODES
+    references: tuple[str, ...] = REFERENCES
+    seed: int = 0  # the model-only token ids and the end-to-end texts
+
+    def __post_init__(self):
+        for name, values, minimum in (("batches", self.batches, 1), ("sequences", self.sequences, MIN_SEQUENCE)):
+            if not values or not all(_is_int(v) and v >= minimum for v in values):
+                raise UserInputError(f"{name} must be one or more integers of at least {minimum}, got {values!r}")
+        for name, value, minimum in (("warmup", self.warmup, 0), ("repeats", self.repeats, 1)):
+            if not _is_int(value) or value < minimum:
+                raise UserInputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+        if not isinstance(self.max_seconds_per_cell, (int, float)) or self.max_seconds_per_cell <= 0:
+            raise UserInputError(f"max_seconds_per_cell must be a positive number, got {self.max_seconds_per_cell!r}")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            raise UserInputError(f"threads must be a positive integer or None (all cores), got {self.threads!r}")
+        for name, values, known, allow_empty in (("modes", self.modes, MODES, False),
+                                                 ("references", self.references, REFERENCES, True)):
+            if (not values and not allow_empty) or any(v not in known for v in values):
+                raise UserInputError(f"{name} must be drawn from {', '.join(known)}, got {values!r}")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+    def cells(self) -> list[tuple[str, int, int]]:
+        return [(mode, batch, sequence) for mode in dict.fromkeys(self.modes) for batch in dict.fromkeys(self.batches)
+                for sequence in dict.fromkeys(self.sequences)]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progress = print_progress) -> dict:
+    """Benchmark the bundles (bundle directories, or a checkpoint's artifacts directory for all its bundles)."""
+    opened = [read_bundle(path, check_hashes=False) for path in bundle_paths(bundles)]  # the workers check hashes
+    groups: dict[str, list[Bundle]] = {}
+    for bundle in opened:
+        groups.setdefault(bundle.manifest["source"]["id"], []).append(bundle)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="distilrt-bench-") as scratch:
+        for index, group in enumerate(groups.values()):
+            results += _CheckpointBench(group, config, Path(scratch) / str(index), progress).run()
+    add_ratios(results)
+    return {
+        "schema": BENCH_SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_record(),
+        "settings": {**config.to_dict(), "threads": config.resolved_threads, "min_timed_runs": min(MIN_TIMED_RUNS, config.repeats),
+                     "thread_env": thread_env(config.resolved_threads),
+                     "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
+        "tools": {**tool_versions(), "optimum": _version("optimum")},
+        "memory_note": MEMORY_NOTE,
+        "bundles": [bundle_record(bundle) for bundle in opened],
+        "results": results,
+    }
+
+
+def bundle_paths(paths) -> list[Path]:
+    """Each path is a bundle, or a directory of bundles (artifacts/<checkpoint>): fp32 first, then by name."""
+    found = []
+    for path in map(Path, paths):
+        if (path / "manifest.json").is_file():
+            found.append(path)
+            continue
+        inside = sorted((p for p in path.iterdir() if (p / "manifest.json").is_file()),
+                        key=lambda p: (p.name != "fp32", p.name)) if path.is_dir() else []
+        if not inside:
+            raise UserInputError(f"{path} is neither a bundle nor a directory of bundles; pass bundle directories "
+                                 "such as artifacts/<checkpoint>/fp32, or artifacts/<checkpoint>")
+        found += inside
+    if not found:
+        raise UserInputError("no bundles to benchmark; pass one or more bundle directories")
+    return found
+
+
+def checkpoint_name(manifest: dict) -> str:
+    """The name the reports key a checkpoint by: the same on every machine, wherever the checkpoint was."""
+    return Path(manifest["source"]["id"].rstrip("/")).name
+
+
+def bundle_record(bundle: Bundle) -> dict:
+    """What the report needs of a bundle, so that it can be made without the bundle: its accuracy figures."""
+    manifest = bundle.manifest
+    return {"checkpoint": checkpoint_name(manifest), "checkpoint_id": manifest["source"]["id"],
+            "variant": bundle.variant, "bundle": str(bundle.path), "task": bundle.task,
+            "architecture": manifest["architecture"], "backend": manifest["model"]["backend"],
+            "random_weights": bool(manifest["source"].get("random_weights")),
+            "model_mb": bundle.model_path.stat().st_size / 2**20 if bundle.model_path.is_file() else None,
+            "verification": manifest.get("verification")}
+
+
+class _CheckpointBench:
+    """The references and every bundle of one checkpoint, over every cell."""
+
+    def __init__(self, bundles: list[Bundle], config: BenchConfig, scratch: Path, progress: Progress):
+        self.bundles, self.config, self.scratch, self.progress = bundles, config, scratch, progress
+        first = bundles[0]
+        self.manifest = first.manifest
+        self.name = checkpoint_name(first.manifest)
+        self.tokenizer = load_tokenizer(first.tokenizer_path)
+        self.settings = first.tokenizer_settings
+        self._inputs: dict[tuple[int, int], list] = {}
+        self._checkpoint: Path | str | None = None  # the reference checkpoint, or why there is none
+        self._workers = 0
+        scratch.mkdir(parents=True)
+
+    def run(self) -> list[dict]:
+        rows = []
+        for reference in self.config.references:
+            rows += self._reference(reference)
+        for bundle in self.bundles:
+            identity = {"runner": "distilrt", "variant": bundle.variant, "bundle": str(bundle.path),
+                        "backend": bundle.manifest["model"]["backend"]}
+            limit = min(self.settings.model_max_length, bundle.manifest["shape_profile"]["max_sequence"])
+            rows += self._runner(identity, {"bundle": str(bundle.path)}, limit, "the bundle's shape profile")
+        return rows
+
+    def _reference(self, reference: str) -> list[dict]:
+        identity = {"runner": reference, "variant": None, "bundle": None,
+                    "backend": "torch" if reference == "pytorch" else "onnxruntime (optimum)"}
+        if reference == "optimum" and importlib.util.find_spec("optimum") is None:
+            return self._skipped(identity, "not installed (pip install optimum[onnxruntime])")
+        checkpoint = self._reference_checkpoint()
+        if not isinstance(checkpoint, Path):
+            return self._skipped(identity, checkpoint)
+        identity["checkpoint_dir"] = str(checkpoint)
+        identity["checkpoint_matches_bundle"] = sha256_file(checkpoint / "config.json") == \
+            self.manifest["source"].get("config_sha256")
+        return self._runner(identity, {"checkpoint": str(checkpoint)}, self.settings.model_max_length,
+                            "the model's position embeddings")
+
+    def _reference_checkpoint(self) -> Path | str:
+        """The checkpoint directory the references load, or why there is none; made once per checkpoint."""
+        if self._checkpoint is None:
+            try:
+                self._checkpoint = reference_checkpoint(self.manifest, self.scratch / "checkpoint", self.progress)
+            except DistilrtError as e:
+                self._checkpoint = " ".join(str(e).split())
+        return self._checkpoint
+
+    def _runner(self, identity: dict, spec_extra: dict, limit: int, limited_by: str) -> list[dict]:
+        label = f"{self.name}/{identity['variant'] or identity['runner']}"
+        runnable, rows = [], []
+        for mode, batch, sequence in self.config.cells():
+            if sequence > limit:
+                rows.append(self._row(identity, mode, batch, sequence, skipped_reason=f"sequence {sequence} is "
+                                      f"longer than {limit}, the most {limited_by} allows"))
+            else:
+                runnable.append({"mode": mode, "batch": batch, "sequence": sequence,
+                                 "inputs": self._end_to_end_inputs(batch, sequence) if mode == "end_to_end" else None})
+        if not runnable:
+            return rows
+        spec = {**self._spec(), **spec_extra, "runner": identity["runner"], "label": label, "cells": runnable}
+        self._workers += 1
+        outcome = run_worker(spec, self.scratch / f"{self._workers}-spec.json", self.progress)
+        if outcome.get("skipped_reason") or not outcome["cells"]:
+            reason = outcome.get("skipped_reason") or "the runner measured nothing"
+            self.progress(f"{label}: skipped: {reason}")
+            rows += [self._row(identity, c["mode"], c["batch"], c["sequence"], skipped_reason=reason,
+                               failed=bool(outcome.get("failed"))) for c in runnable]
+            return rows
+        backend = outcome.get("info", {}).get("backend", identity["backend"])
+        for cell in outcome["cells"]:
+            figures = {k: v for k, v in cell.items() if k not in ("mode", "batch", "sequence")}
+            rows.append(self._row({**identity, "backend": backend}, cell["mode"], cell["batch"], cell["sequence"],
+                                  peak_rss_mb=outcome.get("peak_rss_mb"), load_seconds=outcome.get("load_seconds"),
+                                  **figures))
+        return rows
+
+    def _spec(self) -> dict:
+        first = self.bundles[0]
+        return {"task": first.task, "input_names": list(first.input_names),
+                "vocab_size": self.manifest["model"]["vocab_size"], "threads": self.config.resolved_threads,
+                "warmup": self.config.warmup, "repeats": self.config.repeats,
+                "max_seconds": self.config.max_seconds_per_cell, "min_runs": min(MIN_TIMED_RUNS, self.config.repeats),
+                "seed": self.config.seed}
+
+    def _end_to_end_inputs(self, batch: int, sequence: int) -> list:
+        """The same texts for every runner of the checkpoint."""
+        if (batch, sequence) not in self._inputs:
+            if self.bundles[0].task == "question-answering":
+                made = qa_examples(self.tokenizer, batch, sequence, self.config.seed)
+            else:
+                made = mlm_texts(self.tokenizer, self.settings.mask_token, batch, sequence, self.config.seed)
+            self._inputs[(batch, sequence)] = made
+        return self._inputs[(batch, sequence)]
+
+    def _skipped(self, identity: dict, reason: str) -> list[dict]:
+        self.progress(f"{self.name}/{identity['runner']}: skipped: {reason}")
+        return [self._row(identity, mode, batch, sequence, skipped_reason=reason)
+                for mode, batch, sequence in self.config.cells()]
+
+    def _row(self, identity: dict, mode: str, batch: int, sequence: int, **figures) -> dict:
+        row = {"checkpoint": self.name, "checkpoint_id": self.manifest["source"]["id"], **identity,
+               "mode": mode, "batch": batch, "sequence": sequence, "repeats": 0, "latency_ms": None,
+               "throughput_seq_per_s": None, "peak_rss_mb": None, "ratios": None, "skipped_reason": None,
+               "failed": False}
+        row.update(figures)
+        return row
+
+
+def reference_checkpoint(manifest: dict, scratch: Path, progress: Progress = print_progress) -> Path:
+    """The checkpoint the references load: the source directory if it is here; a RANDOM-weight stand-in made
+    again from its recipe; else the hub id (CheckpointError when offline or unknown)."""
+    source = manifest["source"]
+    if Path(source["id"]).is_dir():
+        return Path(source["id"])
+    recipe = source.get("stand_in")
+    try:
+        if recipe:
+            from distilrt.export.random_checkpoint import make_random_checkpoint
+
+            progress(f"making the RANDOM-weight stand-in of {recipe['checkpoint']} again from its recipe")
+            return make_random_checkpoint(recipe["checkpoint"], scratch, tiny=recipe["tiny"], seed=recipe["seed"],
+                                          head_scale=recipe["head_scale"])
+        from distilrt.export.checkpoint import resolve_checkpoint
+
+        return resolve_checkpoint(source["id"], task=manifest["task"], revision=source.get("revision")).directory
+    except ImportError as e:
+        raise CapabilityError(f"the PyTorch reference needs torch and transformers ({e}): "
+                              "pip install distilrt[export]") from e
+
+
+def run_worker(spec: dict, spec_path: Path, progress: Progress) -> dict:
+    """Run one runner in its own process; forward its progress lines; its result, or why it failed."""
+    out_path = spec_path.with_name(spec_path.name.replace("-spec", "-out"))
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    command = [sys.executable, "-m", "distilrt.export.bench_worker", str(spec_path), str(out_path)]
+    tail: deque[str] = deque(maxlen=20)  # the end of stderr, to say why a worker failed
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **thread_env(spec["threads"])})
+    try:
+        for line in process.stderr:
+            if line.startswith(PROGRESS_PREFIX):
+                progress(line[len(PROGRESS_PREFIX):].rstrip())
+            elif line.strip():
+                tail.append(line.rstrip())
+        code = process.wait()
+    finally:
+        if process.poll() is None:  # interrupted: leave no worker behind
+            process.kill()
+            process.wait()
+    if code != 0 or not out_path.is_file():
+        last = tail[-1] if tail else "no output"
+        return {"failed": True, "skipped_reason": f"the benchmark worker failed (exit {code}): {last}", "cells": []}
+    return json.loads(out_path.read_text(encoding="utf-8"))
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Thread pools every runner's libraries size from the environment: OpenMP/BLAS (torch, numpy) and rayon
+    (tokenizers' batch encoding, used by the runtime and the pipelines alike)."""
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                            "RAYON_RS_NUM_CPUS")}
+
+
+def add_ratios(results: list[dict]) -> None:
+    """speedup_vs_<reference> = reference p50 / runner p50, for the same checkpoint and cell in this run."""
+    def key(row, runner):
+        return row["checkpoint_id"], runner, row["mode"], row["batch"], row["sequence"]
+
+    reference_p50 = {key(r, r["runner"]): r["latency_ms"]["p50"] for r in results
+                     if r["runner"] in REFERENCES and r["latency_ms"]}
+    for row in results:
+        if row["latency_ms"]:
+            row["ratios"] = {f"speedup_vs_{reference}": _ratio(reference_p50.get(key(row, reference)),
+                                                               row["latency_ms"]["p50"])
+                             for reference in REFERENCES if reference != row["runner"]}
+
+
+def _ratio(reference: float | None, value: float) -> float | None:
+    return None if reference is None or value <= 0 else reference / value
+
+
+def machine_record() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "memory_gb": _total_memory_gb(),
+            # Other work on the machine changes latencies; the load at the start says whether there was some.
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _total_memory_gb() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

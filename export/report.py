@@ -1,0 +1,303 @@
+"""`distilrt report`: accuracy and latency of a set of bundles side by side, as JSON (for CI) and Markdown with
+PNG plots (for people), optionally gated against a baseline report.
+
+The report is made from `distilrt bench` files alone: each bench file carries the verification section of
+every bundle's manifest (the gate figures), so a report can be made where the bundles are not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from distilrt.errors import UserInputError
+from distilrt.export.bench import BENCH_SCHEMA, MODES
+from distilrt.export.report_plots import ACCURACY_PLOT, latency_plot_name, render_plots
+
+REPORT_SCHEMA = "distilrt-report/1"
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{what} {path} is not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise UserInputError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def as_report(data: dict, source: str) -> dict:
+    """A report as it is, or the report of a bench file (so a bench file can be the baseline too)."""
+    if data.get("schema") == REPORT_SCHEMA:
+        return data
+    return build_report([data], sources=[source])
+
+
+def build_report(benches: list[dict], evals: list[dict] = (), sources: list[str] | None = None) -> dict:
+    """One report over bench results: every bundle's accuracy (gate figures, `distilrt eval` files if given)
+    and every latency row with its ratio to PyTorch. Later bench files replace earlier rows of the same cell."""
+    sources = list(sources or [f"bench {i}" for i in range(len(benches))])
+    variants: dict[tuple, dict] = {}
+    latency: dict[tuple, dict] = {}
+    for run, (bench, source) in enumerate(zip(benches, sources)):
+        if bench.get("schema") != BENCH_SCHEMA:
+            raise UserInputError(f"{source} is not a `distilrt bench` file (schema {bench.get('schema')!r}, "
+                                 f"expected {BENCH_SCHEMA!r})")
+        for bundle in bench["bundles"]:
+            variants[(bundle["checkpoint"], bundle["variant"])] = {**bundle, "run": run}
+        for row in bench["results"]:
+            key = (row["checkpoint"], row["runner"], row["variant"], row["mode"], row["batch"], row["sequence"])
+            latency[key] = {**row, "run": run}
+    evals_by_bundle = {_resolved(e["bundle"]): e for e in evals}
+    accuracy = [accuracy_record(v, evals_by_bundle.get(_resolved(v["bundle"]))) for v in variants.values()]
+    _fill_fp32_gold(accuracy)
+    rows = list(latency.values())
+    return {
+        "schema": REPORT_SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runs": [{"source": source, **{k: bench.get(k) for k in ("created", "machine", "settings", "tools",
+                                                                "memory_note")}}
+                 for bench, source in zip(benches, sources)],
+        "variants": [{**{k: v for k, v in variant.items() if k != "verification"},
+                      "benchmarked": _measured(rows, variant)} for variant in variants.values()],
+        "accuracy": accuracy,
+        "latency": rows,
+        "speedups": speedups(rows),
+        "comparison": None,
+    }
+
+
+def accuracy_record(bundle: dict, evaluation: dict | None = None) -> dict:
+    """The accuracy figures of one bundle from its manifest's verification section: the gate of a derived
+    variant (value, threshold, margin, items; gold figures of fp32 and the variant), or fp32's agreement with
+    the transformers pipeline."""
+    verification = bundle.get("verification") or {}
+    record = {"checkpoint": bundle["checkpoint"], "variant": bundle["variant"], "task": bundle["task"],
+              "metric": None, "value": None, "threshold": None, "margin": None, "passed": verification.get("passed"),
+              "items": None, "against": None, "gold": None, "eval": evaluation}
+    gate, figures, task = verification.get("gate"), verification.get("figures") or {}, verification.get("task")
+    if gate:
+        record.update(metric=gate["metric"], value=gate["value"], threshold=gate["threshold"], margin=gate["margin"],
+                      against="fp32", items=_gate_items(bundle["task"], figures), gold=_gold(bundle["task"], figures))
+    elif task and task.get("inputs"):
+        value = 100.0 * task["matched"] / task["inputs"]
+        record.update(metric="matched_vs_pipeline", value=value, threshold=100.0, margin=value - 100.0,
+                      items=task["inputs"], against=task.get("against"), max_score_diff=task.get("max_score_diff"))
+    return record
+
+
+def _gate_items(task: str, figures: dict) -> int | None:
+    if task == "question-answering":
+        return figures.get("questions")
+    return (figures.get("vs_fp32") or {}).get("positions")
+
+
+def _gold(task: str, figures: dict) -> dict | None:
+    """Accuracy on the gold answers (SQuAD EM/F1) or the original tokens (masked top-1/top-5), fp32 and variant."""
+    fp32, variant = (("fp32_vs_gold", "vs_gold") if task == "question-answering"
+                     else ("fp32_vs_labels", "vs_labels"))
+    if fp32 not in figures and variant not in figures:
+        return None
+    return {"fp32": figures.get(fp32), "variant": figures.get(variant)}
+
+
+def _fill_fp32_gold(accuracy: list[dict]) -> None:
+    """fp32's manifest has no gold figures; its derived variants measured them on their evaluation set."""
+    for record in accuracy:
+        if record["variant"] != "fp32" or record["gold"]:
+            continue
+        derived = next((a for a in accuracy if a["checkpoint"] == record["checkpoint"] and a["gold"]
+                        and a["gold"].get("fp32")), None)
+        if derived is not None:
+            fp32 = derived["gold"]["fp32"]
+            record["gold"] = {"fp32": fp32, "variant": fp32, "from": derived["variant"]}
+
+
+def speedups(rows: list[dict]) -> list[dict]:
+    """Per checkpoint, runner/variant and mode: the geometric mean of speedup_vs_pytorch over the cells measured."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        speedup = (row.get("ratios") or {}).get("speedup_vs_pytorch")
+        if speedup:
+            groups.setdefault((row["checkpoint"], row["runner"], row["variant"], row["mode"]), []).append(speedup)
+    return [{"checkpoint": c, "runner": r, "variant": v, "mode": m, "cells": len(values),
+             "geomean_speedup_vs_pytorch": math.exp(sum(map(math.log, values)) / len(values))}
+            for (c, r, v, m), values in groups.items()]
+
+
+def _measured(rows: list[dict], variant: dict) -> bool:
+    return any(r["checkpoint"] == variant["checkpoint"] and r["variant"] == variant["variant"] and r["latency_ms"]
+               for r in rows)
+
+
+def _resolved(path) -> str:
+    return str(Path(path).resolve()) if path else ""
+
+
+def write_report(report: dict, out_dir: Path) -> list[Path]:
+    """DIR/report.json, DIR/report.md and the PNGs, written to a temp dir and renamed into place together."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-staging-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the report is an ordinary directory
+    try:
+        plots = render_plots(report, staging)
+        report = {**report, "plots": [p.name for p in plots]}
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (staging / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        retired = None
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
+            out_dir.rename(retired / out_dir.name)
+        staging.rename(out_dir)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / "report.json", out_dir / "report.md", *(out_dir / p.name for p in plots)]
+
+
+# ---------------------------------------------------------------------------------------------- Markdown
+
+
+def render_markdown(report: dict) -> str:
+    lines = ["# distilrt benchmark report", "", f"Made {report['created']} from "
+             + ", ".join(f"`{run['source']}`" for run in report["runs"]) + ".", ""]
+    for run in report["runs"]:
+        lines += _run_lines(run)
+    if report.get("comparison"):
+        lines += _comparison_lines(report["comparison"])
+    plots = set(report.get("plots", []))
+    for checkpoint in dict.fromkeys(v["checkpoint"] for v in report["variants"]):
+        lines += _checkpoint_lines(report, checkpoint)
+        if latency_plot_name(checkpoint) in plots:
+            lines += [f"![p50 latency vs sequence length]({latency_plot_name(checkpoint)})", ""]
+    if ACCURACY_PLOT in plots:
+        lines += ["## Accuracy vs speed-up", "", f"![accuracy vs speed-up over PyTorch]({ACCURACY_PLOT})", ""]
+    return "\n".join(lines)
+
+
+def render_bench_markdown(bench: dict) -> str:
+    """`distilrt bench`'s table: every row of one bench file."""
+    return "\n".join(_run_lines({"source": "this run", **bench}) + latency_table(bench["results"]))
+
+
+def _run_lines(run: dict) -> list[str]:
+    machine, settings, tools = run.get("machine") or {}, run.get("settings") or {}, run.get("tools") or {}
+    load = machine.get("load_average")
+    return [
+        f"- `{run['source']}` ({run.get('created')}): {machine.get('cpu')}, {machine.get('cores')} cores, "
+        f"{_num(machine.get('memory_gb'), 1)} GB, {machine.get('platform')}"
+        + (f"; load average {load[0]:.2f} at the start" if load else ""),
+        f"  - {settings.get('threads')} threads (ONNX Runtime intra-op, torch); warm-up {settings.get('warmup')}, "
+        f"up to {settings.get('repeats')} timed runs per cell (at least {settings.get('min_timed_runs')}, "
+        f"{settings.get('max_seconds_per_cell')} s per cell)",
+        "  - " + ", ".join(f"{k} {v}" for k, v in tools.items() if v),
+        f"  - memory: {run.get('memory_note')}", "",
+    ]
+
+
+def _comparison_lines(comparison: dict) -> list[str]:
+    regressions = comparison["regressions"]
+    verdict = "PASSED" if comparison["passed"] else f"FAILED: {len(regressions)} regression(s)"
+    lines = ["## Regression gate", "", f"Against `{comparison.get('baseline')}`: **{verdict}**; compared "
+             f"{comparison['compared']['accuracy']} accuracy figures and {comparison['compared']['latency']} latency "
+             f"cells (latency: p50 / PyTorch p50 may rise by {comparison['latency_threshold']:.0%}; accuracy: by "
+             "the noise of its item count).", ""]
+    if regressions:
+        lines += ["| what | checkpoint | variant | cell | metric | old | new | limit |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['kind']} | {r['checkpoint']} | {r['variant']} | {_cell(r['cell'])} | {r['metric']} | "
+                  f"{_num(r['old'], 3)} | {_num(r['new'], 3)} | {_num(r['limit'], 3)} |" for r in regressions]
+        lines.append("")
+    if comparison["not_compared"]:
+        lines += [f"Not compared ({len(comparison['not_compared'])}):", ""]
+        lines += [f"- {n['checkpoint']}/{n['variant']}{' ' + _cell(n['cell']) if n['cell'] else ''}: {n['reason']}"
+                  for n in comparison["not_compared"]]
+        lines.append("")
+    return lines
+
+
+def _checkpoint_lines(report: dict, checkpoint: str) -> list[str]:
+    variants = [v for v in report["variants"] if v["checkpoint"] == checkpoint]
+    first = variants[0]
+    title = f"## {checkpoint} ({first['task']}, {first['architecture']}"
+    title += ", RANDOM weights: speed figures only)" if first.get("random_weights") else ")"
+    accuracy = {a["variant"]: a for a in report["accuracy"] if a["checkpoint"] == checkpoint}
+    lines = [title, "", "### Accuracy", "",
+             "| variant | backend | model MB | metric | value | threshold | margin | items | gold fp32 | gold variant |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for variant in variants:
+        a = accuracy.get(variant["variant"], {})
+        lines.append(f"| {variant['variant']} | {variant['backend']} | {_num(variant.get('model_mb'), 1)} | "
+                     f"{a.get('metric') or '—'} | {_num(a.get('value'), 2)} | {_num(a.get('threshold'), 2)} | "
+                     f"{_num(a.get('margin'), 2)} | {a.get('items') or '—'} | {_gold_text(a, 'fp32')} | "
+                     f"{_gold_text(a, 'variant')} |")
+    lines += ["", *_speedup_lines(report, checkpoint), "### Latency", ""]
+    lines += latency_table([r for r in report["latency"] if r["checkpoint"] == checkpoint])
+    return lines
+
+
+def _speedup_lines(report: dict, checkpoint: str) -> list[str]:
+    rows = [s for s in report["speedups"] if s["checkpoint"] == checkpoint]
+    if not rows:
+        return []
+    modes = [m for m in MODES if any(s["mode"] == m for s in rows)]
+    names = dict.fromkeys(s["variant"] or s["runner"] for s in rows)
+    lines = ["Speed-up over the PyTorch pipeline (p50, geometric mean over the cells measured):", "",
+             "| variant | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+    for name in names:
+        cells = {s["mode"]: s for s in rows if (s["variant"] or s["runner"]) == name}
+        lines.append(f"| {name} | " + " | ".join(f"{cells[m]['geomean_speedup_vs_pytorch']:.2f}×" if m in cells
+                                                   else "—" for m in modes) + " |")
+    return lines + [""]
+
+
+def latency_table(rows: list[dict]) -> list[str]:
+    lines = ["| runner | variant | mode | batch | sequence | p50 ms | p90 ms | p99 ms | seq/s | × PyTorch | × Optimum "
+             "| peak MB | runs |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    skipped: dict[tuple, list[str]] = {}
+    for r in rows:
+        if not r["latency_ms"]:
+            skipped.setdefault((r["runner"], r["variant"], r["skipped_reason"]), []).append(_cell(r))
+            continue
+        ratios = r.get("ratios") or {}
+        latency = r["latency_ms"]
+        lines.append(f"| {r['runner']} | {r['variant'] or '—'} | {r['mode']} | {r['batch']} | {r['sequence']} | "
+                     f"{latency['p50']:.2f} | {latency['p90']:.2f} | {latency['p99']:.2f} | "
+                     f"{r['throughput_seq_per_s']:.1f} | {_times(ratios.get('speedup_vs_pytorch'))} | "
+                     f"{_times(ratios.get('speedup_vs_optimum'))} | {_num(r.get('peak_rss_mb'), 0)} | {r['repeats']} |")
+    lines.append("")
+    for (runner, variant, reason), cells in skipped.items():
+        lines.append(f"- not measured: {runner}{'/' + variant if variant else ''} ({len(cells)} cells): {reason}")
+    return lines + ([""] if skipped else [])
+
+
+def _gold_text(accuracy: dict, side: str) -> str:
+    figures = (accuracy.get("gold") or {}).get(side)
+    if not figures:
+        return "—"
+    if "f1" in figures:
+        return f"EM {figures['exact_match']:.1f} / F1 {figures['f1']:.1f}"
+    return f"top-1 {figures['top1_accuracy']:.1f} / top-5 {figures['top5_accuracy']:.1f}"
+
+
+def _cell(cell: dict | None) -> str:
+    return f"{cell['mode']} b{cell['batch']} s{cell['sequence']}" if cell else "—"
+
+
+def _times(value: float | None) -> str:
+    return f"{value:.2f}×" if value else "—"
+
+
+def _num(value, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
