@@ -1,15 +1,22 @@
-"""The artifact job: every checkpoint × variant, the TensorRT readiness lint, and engines where they can be built.
+"""The artifact job: every checkpoint × variant, the TensorRT readiness lint, engines where they can be built,
+then a benchmark of every bundle next to the PyTorch pipeline and the report (with the regression gate).
 
     python ci/build_artifacts.py --out artifacts                       # the real checkpoints (hub or local)
     python ci/build_artifacts.py --stand-ins full --out artifacts      # offline: full-size RANDOM-weight stand-ins
-    python ci/build_artifacts.py --stand-ins tiny --out /tmp/a --eval-questions 40 --eval-masks 200 --calib-size 32
+    python ci/build_artifacts.py --stand-ins tiny --out artifacts --eval-questions 40 --eval-masks 200 \
+        --calib-size 32 --bench-repeats 5 --bench-max-seconds 2     # the CPU matrix on tiny models (CI)
 
 For each checkpoint it builds the fp32 bundle and the variants (each verified and gated), lints every bundle
 for TensorRT (the GPU-bound ones, fp32, fp16 and int8-qdq-trt, must pass; the others are recorded with the
 reason TensorRT refuses them), and builds engines where full TensorRT and a GPU are present. Where they are
 not, the lint-clean ONNX bundles are what it publishes, and artifacts/index.json says why engines were skipped.
-Exit 1 if a GPU-bound bundle fails the lint or the fp32 build fails; a variant that misses its gate is
-recorded, not fatal (random stand-ins are not trained models).
+The benchmark (`distilrt bench`, in one run over every bundle) goes to OUT/bench.json and the report
+(`distilrt report`: JSON, Markdown, PNG plots) to OUT/report/; with --baseline the report is gated against an
+earlier report.json.
+
+Exit 1 if a GPU-bound bundle fails the lint, the fp32 build fails, a benchmark fails or the report regressed
+against the baseline; a variant that misses its gate is recorded, not fatal (random stand-ins are not trained
+models).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import time
 from pathlib import Path
 
 from distilrt.calib.sets import CalibConfig, EvalConfig
+from distilrt.export.bench import BenchConfig, bench_bundles
 from distilrt.errors import DistilrtError
 from distilrt.export.assets import SEED_CHECKPOINTS
 from distilrt.export.build import BuildOptions, build_fp32, print_progress
@@ -29,6 +37,7 @@ from distilrt.export.engine_bundles import build_engines
 from distilrt.export.lint import lint_bundle
 from distilrt.export.publish import write_json
 from distilrt.export.random_checkpoint import make_random_checkpoint
+from distilrt.export.report import make_report, regression_summary, write_report
 from distilrt.export.variants import VARIANTS, VariantOptions, build_variants, parse_variants, write_build_summary
 
 
@@ -39,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     options = VariantOptions(calib=CalibConfig(size=args.calib_size),
                              evaluation=EvalConfig(questions=args.eval_questions, masked_positions=args.eval_masks))
     engine_config = EngineConfig(version_compatible=args.version_compatible)
+    try:
+        bench_config = _bench_config(args)  # bad benchmark settings fail here, not after the builds
+    except DistilrtError as e:
+        raise SystemExit(f"ci: error: {e}") from None
+    if args.baseline is not None and not args.baseline.is_file():
+        raise SystemExit(f"ci: error: the baseline {args.baseline} does not exist; pass an earlier report.json")
     index = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stand_ins": args.stand_ins,
              "checkpoints": {}}
     failures = []
@@ -53,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             failures += [f"{name}/{variant}: {lint['rules']}" for variant, lint in entry.get("lint", {}).items()
                          if variant in ENGINE_SOURCES and not lint["ready"]]
             index["checkpoints"][name] = entry
+        if args.bench:  # while the stand-in checkpoints the PyTorch reference loads are still in scratch
+            bundles = [bundle for entry in index["checkpoints"].values() for bundle in entry.get("bundles", {}).values()]
+            index["bench"], failed = _bench_and_report(bundles, bench_config, args)
+            failures += failed
     write_json(args.out / "index.json", index)
     print(f"index: {args.out / 'index.json'}")
     if failures:
@@ -88,6 +107,31 @@ def _one_checkpoint(name: str, args, variants, options: VariantOptions, engine_c
     }
 
 
+def _bench_config(args) -> BenchConfig:
+    return BenchConfig(batches=tuple(args.bench_batches), sequences=tuple(args.bench_sequences),
+                       repeats=args.bench_repeats, warmup=args.bench_warmup, threads=args.bench_threads,
+                       max_seconds_per_cell=args.bench_max_seconds)
+
+
+def _bench_and_report(bundles: list[str], config: BenchConfig, args) -> tuple[dict, list[str]]:
+    """Benchmark every bundle in one run, render the report, gate it against the baseline if one was given."""
+    if not bundles:
+        return {"skipped_reason": "no bundle was published"}, []
+    print_progress(f"=== benchmark: {len(bundles)} bundles, batch {config.batches} x sequence {config.sequences} ===")
+    bench = bench_bundles(bundles, config)
+    bench_path = args.out / "bench.json"
+    write_json(bench_path, bench)
+    report = make_report([bench_path], baseline=args.baseline, latency_threshold=args.latency_threshold)
+    written = write_report(report, args.out / "report")
+    print_progress(f"report: {written[1]}")
+    failures = sorted({f"benchmark of {r['checkpoint']}/{r['variant'] or r['runner']} failed: {r['skipped_reason']}"
+                       for r in bench["results"] if r["failed"]})
+    regressed = regression_summary(report, written[1])
+    return ({"bench": str(bench_path), "report": str(written[1]),
+             "passed_baseline": None if report["comparison"] is None else report["comparison"]["passed"]},
+            failures + ([regressed] if regressed else []))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts"))
@@ -105,6 +149,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="engines that later TensorRT 11.x and tensorrt_lean can run")
     parser.add_argument("--timing-cache-dir", type=Path, default=None,
                         help="keep TensorRT timing caches here between builds (default: no cache)")
+    bench = parser.add_argument_group("benchmark and report")
+    bench.add_argument("--no-bench", dest="bench", action="store_false", help="build and lint only")
+    bench.add_argument("--bench-batch", type=int, nargs="+", dest="bench_batches", default=[1, 8], metavar="N")
+    bench.add_argument("--bench-sequence", type=int, nargs="+", dest="bench_sequences", default=[128, 384],
+                       metavar="N")
+    bench.add_argument("--bench-repeats", type=int, default=20, help="timed runs per cell (default 20)")
+    bench.add_argument("--bench-warmup", type=int, default=3, help="untimed runs before each cell (default 3)")
+    bench.add_argument("--bench-threads", type=int, default=None, help="default: all cores")
+    bench.add_argument("--bench-max-seconds", type=float, default=20.0,
+                       help="stop repeating a cell after this many seconds of timed runs (default 20)")
+    bench.add_argument("--baseline", type=Path, default=None, metavar="OLD_REPORT.json",
+                       help="gate the report against an earlier report.json: exit 1 on any regression")
+    bench.add_argument("--latency-threshold", type=float, default=0.10,
+                       help="how much a variant's p50 / PyTorch p50 may grow over the baseline's (default 0.10)")
     return parser
 
 

@@ -173,12 +173,23 @@ def latency_figures(times: list[float], batch: int) -> dict:
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    """This process's peak resident memory so far, in MiB.
+
+    On Linux, VmHWM of /proc/self/status: the high-water mark of this program's own memory. ru_maxrss will not
+    do there: exec keeps the high-water mark of the parent's memory the child was forked with, so every worker
+    started by a large parent (the CI job that built the models) would report the parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # not on Unix
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 

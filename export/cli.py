@@ -408,24 +408,14 @@ def _bench(args) -> int:
 
 
 def _report(args) -> int:
-    from distilrt.export.regression import compare_reports
-    from distilrt.export.report import as_report, build_report, read_json, write_report
+    from distilrt.export.report import make_report, regression_summary, write_report
 
-    benches = [read_json(path, "bench file") for path in args.benches]
-    evals = [read_json(path, "eval file") for path in args.evals or ()]
-    report = build_report(benches, evals, sources=[str(path) for path in args.benches])
-    if args.baseline is not None:
-        baseline = as_report(read_json(args.baseline, "baseline"), str(args.baseline))
-        report["comparison"] = {"baseline": str(args.baseline),
-                                **compare_reports(baseline, report, args.latency_threshold)}
+    report = make_report(args.benches, args.evals or (), args.baseline, args.latency_threshold)
     for path in write_report(report, args.out):
         print(path)
-    comparison = report["comparison"]
-    if comparison and not comparison["passed"]:
-        regressions = comparison["regressions"]
-        print(f"distilrt: error: {len(regressions)} regression(s) against {args.baseline}: {regressions[0]['message']}"
-              + (f" (and {len(regressions) - 1} more)" if len(regressions) > 1 else "")
-              + f"; see {args.out / 'report.md'}", file=sys.stderr)
+    failure = regression_summary(report, args.out / "report.md")
+    if failure:
+        print(f"distilrt: error: {failure}", file=sys.stderr)
         return 1
     return 0
 

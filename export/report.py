@@ -75,6 +75,33 @@ def build_report(benches: list[dict], evals: list[dict] = (), sources: list[str]
     }
 
 
+def make_report(bench_paths, eval_paths=(), baseline: Path | None = None,
+                latency_threshold: float | None = None) -> dict:
+    """The report of bench files (and `distilrt eval` files), compared with ``baseline`` when one is given: what
+    `distilrt report` and the CI artifact job both write."""
+    from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD, compare_reports
+
+    benches = [read_json(path, "bench file") for path in bench_paths]
+    evals = [read_json(path, "eval file") for path in eval_paths]
+    report = build_report(benches, evals, sources=[str(path) for path in bench_paths])
+    if baseline is not None:
+        threshold = DEFAULT_LATENCY_THRESHOLD if latency_threshold is None else latency_threshold
+        old = as_report(read_json(baseline, "baseline"), str(baseline))
+        report["comparison"] = {"baseline": str(baseline), **compare_reports(old, report, threshold)}
+    return report
+
+
+def regression_summary(report: dict, where: Path) -> str | None:
+    """One line naming the regressions of a compared report, or None when it passed or was not compared."""
+    comparison = report.get("comparison")
+    if not comparison or comparison["passed"]:
+        return None
+    regressions = comparison["regressions"]
+    more = f" (and {len(regressions) - 1} more)" if len(regressions) > 1 else ""
+    return (f"{len(regressions)} regression(s) against {comparison['baseline']}: {regressions[0]['message']}{more}; "
+            f"see {where}")
+
+
 def accuracy_record(bundle: dict, evaluation: dict | None = None) -> dict:
     """The accuracy figures of one bundle from its manifest's verification section: the gate of a derived
     variant (value, threshold, margin, items; gold figures of fp32 and the variant), or fp32's agreement with
