@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from distilrt.errors import UserInputError
-from distilrt.export.bench import BENCH_SCHEMA, MODES
+from distilrt.export.bench import BENCH_SCHEMA
 from distilrt.export.report_plots import ACCURACY_PLOT, latency_plot_name, render_plots
 
 REPORT_SCHEMA = "distilrt-report/1"
@@ -275,17 +275,22 @@ def _checkpoint_lines(report: dict, checkpoint: str) -> list[str]:
 
 
 def _speedup_lines(report: dict, checkpoint: str) -> list[str]:
-    rows = [s for s in report["speedups"] if s["checkpoint"] == checkpoint]
-    if not rows:
+    """Per variant and mode: its speed-up over the PyTorch pipeline in every cell, and their geometric mean."""
+    measured = [r for r in report["latency"] if r["checkpoint"] == checkpoint and r["runner"] != "pytorch"
+                and (r.get("ratios") or {}).get("speedup_vs_pytorch")]
+    if not measured:
         return []
-    modes = [m for m in MODES if any(s["mode"] == m for s in rows)]
-    names = dict.fromkeys(s["variant"] or s["runner"] for s in rows)
-    lines = ["Speed-up over the PyTorch pipeline (p50, geometric mean over the cells measured):", "",
-             "| variant | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
-    for name in names:
-        cells = {s["mode"]: s for s in rows if (s["variant"] or s["runner"]) == name}
-        lines.append(f"| {name} | " + " | ".join(f"{cells[m]['geomean_speedup_vs_pytorch']:.2f}×" if m in cells
-                                                   else "—" for m in modes) + " |")
+    cells = sorted({(r["batch"], r["sequence"]) for r in measured})
+    geomeans = {(s["variant"] or s["runner"], s["mode"]): s["geomean_speedup_vs_pytorch"]
+                for s in report["speedups"] if s["checkpoint"] == checkpoint}
+    lines = ["Speed-up over the PyTorch pipeline: its p50 / this p50, same cell, same run (above 1: faster):", "",
+             "| variant | mode | " + " | ".join(f"b{b} s{s}" for b, s in cells) + " | geomean |",
+             "|---|---|" + "---|" * (len(cells) + 1)]
+    for name, mode in dict.fromkeys((r["variant"] or r["runner"], r["mode"]) for r in measured):
+        ratio = {(r["batch"], r["sequence"]): r["ratios"]["speedup_vs_pytorch"] for r in measured
+                 if (r["variant"] or r["runner"]) == name and r["mode"] == mode}
+        lines.append(f"| {name} | {mode} | " + " | ".join(_times(ratio.get(cell)) for cell in cells)
+                     + f" | {_times(geomeans.get((name, mode)))} |")
     return lines + [""]
 
 

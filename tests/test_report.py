@@ -89,6 +89,10 @@ def test_report_writes_json_markdown_and_pngs(tmp_path, capsys):
     assert "| runner | variant | mode | batch | sequence | p50 ms |" in markdown
     assert "| distilrt | int8-dynamic | model | 1 | 128 | 2.50 |" in markdown and "4.00×" in markdown
     assert "not measured: optimum (8 cells): not installed" in markdown
+    # The per-cell speed-up matrix: PyTorch p50 10 against fp32 5 and int8-dynamic 2.5 in every cell.
+    assert "| variant | mode | b1 s128 | b1 s384 | b8 s128 | b8 s384 | geomean |" in markdown
+    assert "| fp32 | model | 2.00× | 2.00× | 2.00× | 2.00× | 2.00× |" in markdown
+    assert "| int8-dynamic | end_to_end | 4.00× | 4.00× | 4.00× | 4.00× | 4.00× |" in markdown
     assert "![p50 latency vs sequence length](latency-qa-model.png)" in markdown
     assert str(out / "report.md") in capsys.readouterr().out
 
