@@ -11,6 +11,7 @@ from pathlib import Path
 from distilrt.errors import CapabilityError
 
 ACCURACY_PLOT = "accuracy-vs-speedup.png"
+VARIANT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 MODE_TITLES = {"model": "model only", "end_to_end": "end to end (text in, answers out)"}
 
 
@@ -54,6 +55,15 @@ def _figure_class():
     return Figure
 
 
+def _plain(value, _position) -> str:
+    """Log-axis tick labels as plain numbers (30, not 3×10¹)."""
+    return f"{value:g}"
+
+
+def _times(value, _position) -> str:
+    return f"{value:g}×"
+
+
 def _latency_plot(figure_class, checkpoint: str, rows: list[dict], path: Path) -> Path:
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     batches = sorted({r["batch"] for r in rows})
@@ -70,6 +80,9 @@ def _latency_plot(figure_class, checkpoint: str, rows: list[dict], path: Path) -
                 ax.plot(*zip(*line), marker="o", linestyle="--" if reference else "-", label=name,
                         color="black" if name == "pytorch" else None)
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(_plain)
+            ax.yaxis.set_minor_formatter(_plain)
+            ax.tick_params(axis="y", which="minor", labelsize=7)
             ax.set_title(f"{MODE_TITLES.get(mode, mode)}, batch {batch}", fontsize=10)
             ax.set_xlabel("sequence length (tokens)")
             ax.set_ylabel("p50 latency (ms)")
@@ -81,27 +94,32 @@ def _latency_plot(figure_class, checkpoint: str, rows: list[dict], path: Path) -
 
 
 def _accuracy_plot(figure_class, points: list[dict], path: Path) -> Path:
+    """Colour names the checkpoint and the marker the variant: labels next to each point overlap when a
+    checkpoint's variants sit close together."""
+    from matplotlib.lines import Line2D
+
     modes = list(dict.fromkeys(p["mode"] for p in points))
-    figure = figure_class(figsize=(6 * len(modes), 4.5), layout="constrained")
+    figure = figure_class(figsize=(6 * len(modes), 4.8), layout="constrained")
     axes = figure.subplots(1, len(modes), squeeze=False)[0]
-    checkpoints = list(dict.fromkeys(p["checkpoint"] for p in points))
+    colours = {c: f"C{i % 10}" for i, c in enumerate(dict.fromkeys(p["checkpoint"] for p in points))}
+    markers = {v: VARIANT_MARKERS[i % len(VARIANT_MARKERS)]
+               for i, v in enumerate(dict.fromkeys(p["variant"] for p in points))}
     for ax, mode in zip(axes, modes):
-        for index, checkpoint in enumerate(checkpoints):
-            mine = [p for p in points if p["mode"] == mode and p["checkpoint"] == checkpoint]
-            if not mine:
-                continue
-            ax.scatter([p["speedup"] for p in mine], [p["agreement"] for p in mine], label=checkpoint,
-                       color=f"C{index % 10}")
-            for p in mine:
-                ax.annotate(p["variant"], (p["speedup"], p["agreement"]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+        for p in (p for p in points if p["mode"] == mode):
+            ax.scatter(p["speedup"], p["agreement"], color=colours[p["checkpoint"]], marker=markers[p["variant"]],
+                       s=40, alpha=0.85)
         ax.axvline(1.0, color="gray", linewidth=0.8, linestyle=":")  # as fast as PyTorch
         ax.set_xscale("log")  # speed-ups range from below 1 to hundreds
         ax.set_title(MODE_TITLES.get(mode, mode), fontsize=10)
-        ax.set_xlabel("speed-up over the PyTorch pipeline (p50, geometric mean over cells)")
+        ax.xaxis.set_major_formatter(_times)
+        ax.xaxis.set_minor_formatter(_times)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel("speed-up over PyTorch (geomean of p50 ratios)")
         ax.set_ylabel("agreement with fp32 (%): QA F1, fill-mask top-1")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+    handles = [Line2D([], [], linestyle="", marker="o", color=c, label=name) for name, c in colours.items()]
+    handles += [Line2D([], [], linestyle="", marker=m, color="gray", label=name) for name, m in markers.items()]
+    figure.legend(handles=handles, loc="outside right center", fontsize=8)
     figure.suptitle("accuracy vs speed-up")
     figure.savefig(path, dpi=100)
     return path
