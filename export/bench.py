@@ -168,8 +168,9 @@ class _CheckpointBench:
     def _reference(self, reference: str) -> list[dict]:
         identity = {"runner": reference, "variant": None, "bundle": None,
                     "backend": "torch" if reference == "pytorch" else "onnxruntime (optimum)"}
-        if reference == "optimum" and importlib.util.find_spec("optimum") is None:
-            return self._skipped(identity, "not installed (pip install optimum[onnxruntime])")
+        if reference == "optimum" and not optimum_installed():
+            return self._skipped(identity, "not installed (pip install optimum-onnx[onnxruntime], "
+                                           "or distilrt[optimum])")
         checkpoint = self._reference_checkpoint()
         if not isinstance(checkpoint, Path):
             return self._skipped(identity, checkpoint)
@@ -247,6 +248,14 @@ class _CheckpointBench:
                "failed": False}
         row.update(figures)
         return row
+
+
+def optimum_installed() -> bool:
+    """Optimum's ONNX Runtime classes: optimum.onnxruntime, which optimum 2 ships in the optimum-onnx package."""
+    try:
+        return importlib.util.find_spec("optimum.onnxruntime") is not None
+    except ModuleNotFoundError:  # no optimum at all
+        return False
 
 
 def reference_checkpoint(manifest: dict, scratch: Path, progress: Progress = print_progress) -> Path:

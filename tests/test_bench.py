@@ -3,7 +3,6 @@ No test asserts a speed: the figures are checked for shape and consistency only.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -11,14 +10,15 @@ import pytest
 
 from distilrt.bundle import sha256_file
 from distilrt.errors import DistilrtError, UserInputError
-from distilrt.export.bench import BENCH_SCHEMA, BenchConfig, add_ratios, bench_bundles, reference_checkpoint
+from distilrt.export.bench import (BENCH_SCHEMA, BenchConfig, add_ratios, bench_bundles, optimum_installed,
+                                  reference_checkpoint)
 from distilrt.export.bench_inputs import mlm_texts, qa_examples, random_feed
 from distilrt.export.bench_worker import time_calls
 from distilrt.export.cli import main
 from distilrt.tokenize import load_tokenizer
 
 QA, MLM = "distilbert-base-uncased-distilled-squad", "albert-base-v2"
-OPTIMUM_INSTALLED = importlib.util.find_spec("optimum") is not None
+OPTIMUM_INSTALLED = optimum_installed()
 
 
 def test_bench_cli_writes_every_cell_with_reference_and_ratios(tiny_bundles, tmp_path, capsys):
@@ -55,8 +55,11 @@ def test_bench_cli_writes_every_cell_with_reference_and_ratios(tiny_bundles, tmp
         # Each runner's memory is its own process's: the lean runtime never imports torch, so it stays below the
         # PyTorch pipeline's (and neither reports the size of the test process that started them).
         assert max(r["peak_rss_mb"] for r in by_runner["distilrt"]) < min(r["peak_rss_mb"] for r in by_runner["pytorch"])
-        if not OPTIMUM_INSTALLED:
-            assert len(by_runner["optimum"]) == len(cells)
+        assert {(r["mode"], r["batch"], r["sequence"]) for r in by_runner["optimum"]} == cells
+        if OPTIMUM_INSTALLED:
+            assert all(r["latency_ms"] and r["backend"] == "onnxruntime (optimum)" for r in by_runner["optimum"])
+            assert all(r["ratios"]["speedup_vs_optimum"] > 0 for r in by_runner["distilrt"])
+        else:
             assert all(r["latency_ms"] is None and "not installed" in r["skipped_reason"] for r in by_runner["optimum"])
 
 
