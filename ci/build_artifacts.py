@@ -28,15 +28,16 @@ import time
 from pathlib import Path
 
 from distilrt.calib.sets import CalibConfig, EvalConfig
-from distilrt.export.bench import BenchConfig, bench_bundles
 from distilrt.errors import DistilrtError
 from distilrt.export.assets import SEED_CHECKPOINTS
+from distilrt.export.bench import BenchConfig, bench_bundles
 from distilrt.export.build import BuildOptions, build_fp32, print_progress
 from distilrt.export.config import ENGINE_SOURCES, EngineConfig
 from distilrt.export.engine_bundles import build_engines
 from distilrt.export.lint import lint_bundle
 from distilrt.export.publish import write_json
 from distilrt.export.random_checkpoint import make_random_checkpoint
+from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD
 from distilrt.export.report import make_report, regression_summary, write_report
 from distilrt.export.variants import VARIANTS, VariantOptions, build_variants, parse_variants, write_build_summary
 
@@ -150,19 +151,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timing-cache-dir", type=Path, default=None,
                         help="keep TensorRT timing caches here between builds (default: no cache)")
     bench = parser.add_argument_group("benchmark and report")
+    defaults = BenchConfig()
     bench.add_argument("--no-bench", dest="bench", action="store_false", help="build and lint only")
-    bench.add_argument("--bench-batch", type=int, nargs="+", dest="bench_batches", default=[1, 8], metavar="N")
-    bench.add_argument("--bench-sequence", type=int, nargs="+", dest="bench_sequences", default=[128, 384],
+    bench.add_argument("--bench-batch", type=int, nargs="+", dest="bench_batches", default=list(defaults.batches),
                        metavar="N")
-    bench.add_argument("--bench-repeats", type=int, default=20, help="timed runs per cell (default 20)")
-    bench.add_argument("--bench-warmup", type=int, default=3, help="untimed runs before each cell (default 3)")
-    bench.add_argument("--bench-threads", type=int, default=None, help="default: all cores")
-    bench.add_argument("--bench-max-seconds", type=float, default=20.0,
-                       help="stop repeating a cell after this many seconds of timed runs (default 20)")
+    bench.add_argument("--bench-sequence", type=int, nargs="+", dest="bench_sequences",
+                       default=list(defaults.sequences), metavar="N")
+    bench.add_argument("--bench-repeats", type=int, default=defaults.repeats, help="timed runs per cell")
+    bench.add_argument("--bench-warmup", type=int, default=defaults.warmup, help="untimed runs before each cell")
+    bench.add_argument("--bench-threads", type=int, default=defaults.threads, help="default: all cores")
+    bench.add_argument("--bench-max-seconds", type=float, default=defaults.max_seconds_per_cell,
+                       help="stop repeating a cell after this many seconds of timed runs")
     bench.add_argument("--baseline", type=Path, default=None, metavar="OLD_REPORT.json",
                        help="gate the report against an earlier report.json: exit 1 on any regression")
-    bench.add_argument("--latency-threshold", type=float, default=0.10,
-                       help="how much a variant's p50 / PyTorch p50 may grow over the baseline's (default 0.10)")
+    bench.add_argument("--latency-threshold", type=float, default=DEFAULT_LATENCY_THRESHOLD,
+                       help="how much a variant's p50 / PyTorch p50 may grow over the baseline's (0.10: 10%%)")
     return parser
 
 

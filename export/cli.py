@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from distilrt.errors import DistilrtError
+from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD  # plain Python: no build-time imports
 
 TASK_CHOICES = ("question-answering", "fill-mask")
 
@@ -137,8 +138,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="`distilrt eval` output to add to its bundle's accuracy (repeatable)")
     report.add_argument("--baseline", type=Path, metavar="OLD_REPORT.json",
                         help="a previous report.json (or bench file): exit 1 if anything got worse")
-    report.add_argument("--latency-threshold", type=float, default=0.10,
-                        help="how much a variant's p50 / PyTorch p50 may grow over the baseline's (default 0.10)")
+    report.add_argument("--latency-threshold", type=float, default=DEFAULT_LATENCY_THRESHOLD,
+                        help="how much a variant's p50 / PyTorch p50 may grow over the baseline's "
+                             f"(default {DEFAULT_LATENCY_THRESHOLD}: {DEFAULT_LATENCY_THRESHOLD * 100:g}%%)")
     report.set_defaults(handler=_report)
     return parser
 

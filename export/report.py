@@ -17,6 +17,7 @@ from pathlib import Path
 
 from distilrt.errors import UserInputError
 from distilrt.export.bench import BENCH_SCHEMA
+from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD, compare_reports
 from distilrt.export.report_plots import ACCURACY_PLOT, latency_plot_name, render_plots
 
 REPORT_SCHEMA = "distilrt-report/1"
@@ -76,18 +77,15 @@ def build_report(benches: list[dict], evals: list[dict] = (), sources: list[str]
 
 
 def make_report(bench_paths, eval_paths=(), baseline: Path | None = None,
-                latency_threshold: float | None = None) -> dict:
+                latency_threshold: float = DEFAULT_LATENCY_THRESHOLD) -> dict:
     """The report of bench files (and `distilrt eval` files), compared with ``baseline`` when one is given: what
     `distilrt report` and the CI artifact job both write."""
-    from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD, compare_reports
-
     benches = [read_json(path, "bench file") for path in bench_paths]
     evals = [read_json(path, "eval file") for path in eval_paths]
     report = build_report(benches, evals, sources=[str(path) for path in bench_paths])
     if baseline is not None:
-        threshold = DEFAULT_LATENCY_THRESHOLD if latency_threshold is None else latency_threshold
         old = as_report(read_json(baseline, "baseline"), str(baseline))
-        report["comparison"] = {"baseline": str(baseline), **compare_reports(old, report, threshold)}
+        report["comparison"] = {"baseline": str(baseline), **compare_reports(old, report, latency_threshold)}
     return report
 
 
