@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -17,6 +18,9 @@ def staging_dir(destination: Path) -> Iterator[Path]:
     """A temp dir on the destination's filesystem (so the final rename is atomic), removed unless published."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-staging-", dir=destination.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; what is published is an ordinary directory
     try:
         yield staging
     finally:
@@ -57,6 +61,11 @@ def _jsonable(value):
 def publish(staging: Path, destination: Path) -> Path:
     """Check the staged bundle reads back, then move it into place, replacing an older bundle there."""
     read_bundle(staging)
+    return replace_dir(staging, destination)
+
+
+def replace_dir(staging: Path, destination: Path) -> Path:
+    """Move a staged directory into place; an older one there is moved aside first and removed after."""
     retired = None
     if destination.exists():
         retired = destination.with_name(f".{destination.name}-retired-{staging.name}")

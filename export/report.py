@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from distilrt.errors import UserInputError
 from distilrt.export.bench import BENCH_SCHEMA
+from distilrt.export.publish import replace_dir, staging_dir
 from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD, compare_reports
 from distilrt.export.report_plots import ACCURACY_PLOT, latency_plot_name, render_plots
 
@@ -170,25 +168,12 @@ def _resolved(path) -> str:
 def write_report(report: dict, out_dir: Path) -> list[Path]:
     """DIR/report.json, DIR/report.md and the PNGs, written to a temp dir and renamed into place together."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-staging-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the report is an ordinary directory
-    try:
+    with staging_dir(out_dir) as staging:
         plots = render_plots(report, staging)
         report = {**report, "plots": [p.name for p in plots]}
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (staging / "report.md").write_text(render_markdown(report), encoding="utf-8")
-        retired = None
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
-            out_dir.rename(retired / out_dir.name)
-        staging.rename(out_dir)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        replace_dir(staging, out_dir)
     return [out_dir / "report.json", out_dir / "report.md", *(out_dir / p.name for p in plots)]
 
 

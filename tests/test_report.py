@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import stat
 
 import pytest
 
 from distilrt.errors import UserInputError
 from distilrt.export.bench import BENCH_SCHEMA, add_ratios
 from distilrt.export.cli import main
+from distilrt.export.publish import replace_dir, staging_dir
 from distilrt.export.regression import accuracy_noise, compare_reports
 from distilrt.export.report import build_report, render_markdown, write_report
 
@@ -104,6 +107,19 @@ def test_report_directory_is_replaced_whole(tmp_path):
     write_report(_report(), out)
     assert not (out / "stale.png").exists() and (out / "report.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging or retired directory left
+
+
+def test_published_directories_are_ordinary_not_private_like_their_staging(tmp_path):
+    """mkdtemp stages privately (0700); a report or bundle others read gets the umask's ordinary permissions."""
+    umask = os.umask(0o022)
+    try:
+        with staging_dir(tmp_path / "bundle") as staging:
+            replace_dir(staging, tmp_path / "bundle")
+        write_report(_report(), tmp_path / "report")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "bundle").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "report").stat().st_mode) == 0o755
 
 
 def test_accuracy_comes_from_the_verification_sections_and_eval_files():
