@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from distilrt.bundle import Bundle, read_bundle, sha256_file
-from distilrt.errors import CapabilityError, DistilrtError, UserInputError
+from distilrt.errors import CapabilityError, DistilrtError, UserInputError, one_line
 from distilrt.export.bench_inputs import mlm_texts, qa_examples
 from distilrt.export.bench_worker import PROGRESS_PREFIX
-from distilrt.export.build import Progress, print_progress, tool_versions
+from distilrt.export.build import Progress, package_version, print_progress, tool_versions
 from distilrt.export.config import StageConfig
 from distilrt.tokenize import load_tokenizer
 
@@ -98,7 +98,7 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
         "settings": {**config.to_dict(), "threads": config.resolved_threads, "min_timed_runs": min(MIN_TIMED_RUNS, config.repeats),
                      "thread_env": thread_env(config.resolved_threads),
                      "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
-        "tools": {**tool_versions(), "optimum": _version("optimum")},
+        "tools": {**tool_versions(), "optimum": package_version("optimum")},
         "memory_note": MEMORY_NOTE,
         "bundles": [bundle_record(bundle) for bundle in opened],
         "results": results,
@@ -186,7 +186,7 @@ class _CheckpointBench:
             try:
                 self._checkpoint = reference_checkpoint(self.manifest, self.scratch / "checkpoint", self.progress)
             except DistilrtError as e:
-                self._checkpoint = " ".join(str(e).split())
+                self._checkpoint = one_line(e)
         return self._checkpoint
 
     def _runner(self, identity: dict, spec_extra: dict, limit: int, limited_by: str) -> list[dict]:
@@ -353,13 +353,4 @@ def _total_memory_gb() -> float | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distilrt.errors import DistilrtError
+from distilrt.errors import DistilrtError, one_line
 from distilrt.export.bench_inputs import random_feed
 
 PROGRESS_PREFIX = "distilrt-bench-progress: "
@@ -126,7 +126,7 @@ def run_spec(spec: dict) -> dict:
     except ImportError as e:
         return {"skipped_reason": f"not installed ({e})", "cells": []}
     except runner_class.expected_errors as e:
-        return {"skipped_reason": _one_line(e), "cells": []}
+        return {"skipped_reason": _reason(e), "cells": []}
     result = {"skipped_reason": None, "info": runner.info, "load_seconds": time.perf_counter() - started, "cells": []}
     for cell in spec["cells"]:
         result["cells"].append(_time_cell(runner, spec, cell))
@@ -144,7 +144,7 @@ def _time_cell(runner, spec: dict, cell: dict) -> dict:
             call = runner.end_to_end_call(spec["task"], batch, sequence, cell["inputs"])
         times = time_calls(call, spec["warmup"], spec["repeats"], spec["max_seconds"], spec["min_runs"])
     except runner.expected_errors as e:
-        return {**record, "skipped_reason": f"failed: {_one_line(e)}"}
+        return {**record, "skipped_reason": f"failed: {_reason(e)}"}
     return {**record, **latency_figures(times, batch), "stopped_early": len(times) < spec["repeats"]}
 
 
@@ -200,9 +200,9 @@ def _describe(cell: dict, record: dict) -> str:
     return f"{where}: p50 {record['latency_ms']['p50']:.2f} ms over {record['repeats']} runs"
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(f"{type(error).__name__}: {error}".split()) if not isinstance(error, DistilrtError) \
-        else " ".join(str(error).split())
+def _reason(error: Exception) -> str:
+    """A distilrt error's message names the fix; any other error also needs its type to be understood."""
+    return one_line(error) if isinstance(error, DistilrtError) else f"{type(error).__name__}: {one_line(error)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,12 +168,15 @@ def _summary(tensors, task) -> dict:
 
 
 def tool_versions() -> dict[str, str | None]:
+    packages = ("distilrt", "torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy")
+    return {"python": platform.python_version(), **{package: package_version(package) for package in packages}}
+
+
+def package_version(package: str) -> str | None:
+    """The installed version of a distribution, or None where it is not installed."""
     from importlib import metadata
 
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("distilrt", "torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

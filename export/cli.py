@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from distilrt.errors import DistilrtError
+from distilrt.errors import DistilrtError, one_line
 from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD  # plain Python: no build-time imports
 
 TASK_CHOICES = ("question-answering", "fill-mask")
@@ -20,15 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except DistilrtError as e:
-        print(f"distilrt: error: {_one_line(e)}", file=sys.stderr)
+        print(f"distilrt: error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("distilrt: interrupted; nothing was published", file=sys.stderr)
         return 130
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
 
 
 def _parser() -> argparse.ArgumentParser:

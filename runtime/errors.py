@@ -58,3 +58,8 @@ class IncompatibleEngineError(CapabilityError):
     def __init__(self, message: str, machine=None):
         super().__init__(message)
         self.machine = machine
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line, for a CLI's one-line reason or a JSON field."""
+    return " ".join(str(error).split())
