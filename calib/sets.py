@@ -2,7 +2,7 @@
 
 Int8 static quantization calibrates on model inputs, and every variant is gated on an evaluation split against
 fp32; both must be what the runtime really feeds. So QA windows come from ``QuestionAnswerer.features``,
-fill-mask sequences from the head's own tokenizer, and every feed from ``distilrt.tokenize.model_feed``.
+fill-mask sequences from the head's own tokenizer, and every feed from ``distilrt.tokenization.model_feed``.
 
 Calibration and evaluation data are disjoint: a SQuAD article (by title) or a line of a user's text file
 belongs to one split by its sha256 (one in three calibrates), and the shipped WikiText-2 has a file per split
@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -27,11 +27,11 @@ from distilrt.calib import SQUAD_DEV, WIKITEXT_TEST, WIKITEXT_VALID
 from distilrt.calib.hf_datasets import is_datasets_source, materialize
 from distilrt.calib.squad import SquadQuestion, read_squad
 from distilrt.calib.text import read_lines
+from distilrt.config import StageConfig, check_int, is_int
 from distilrt.errors import UserInputError
-from distilrt.export.config import StageConfig  # stdlib-only: keeps calib free of torch/onnx
-from distilrt.mlm import FillMask
-from distilrt.qa import QuestionAnswerer
-from distilrt.tokenize import TokenizerSettings, model_feed
+from distilrt.heads.fill_mask import FillMask
+from distilrt.heads.question_answering import QuestionAnswerer
+from distilrt.tokenization import TokenizerSettings, model_feed
 
 CALIBRATION = "calibration"
 EVALUATION = "evaluation"
@@ -65,9 +65,9 @@ class CalibConfig(StageConfig):
     def __post_init__(self):
         object.__setattr__(self, "source", _source_text(self.source))
         _check_samples("size", self.size)
-        _check_int("seed", self.seed, minimum=0)
-        _check_int("sequence_length", self.sequence_length, minimum=_MIN_SEQUENCE_LENGTH)
-        _check_int("max_seq_len", self.max_seq_len, minimum=_MIN_QA_WINDOW)
+        check_int("seed", self.seed, minimum=0)
+        check_int("sequence_length", self.sequence_length, minimum=_MIN_SEQUENCE_LENGTH)
+        check_int("max_seq_len", self.max_seq_len, minimum=_MIN_QA_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class EvalConfig(StageConfig):
         object.__setattr__(self, "source", _source_text(self.source))
         _check_samples("questions", self.questions)
         _check_samples("masked_positions", self.masked_positions)
-        _check_int("seed", self.seed, minimum=0)
-        _check_int("sequence_length", self.sequence_length, minimum=_MIN_SEQUENCE_LENGTH)
+        check_int("seed", self.seed, minimum=0)
+        check_int("sequence_length", self.sequence_length, minimum=_MIN_SEQUENCE_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def mlm_evaluation_set(head: FillMask, config: EvalConfig, input_names: Sequence
             f"sequences of {config.sequence_length} tokens, fewer than masked_positions={config.masked_positions}; "
             "lower masked_positions or sequence_length, or pass a longer text file"
         )
-    sha256 = _arrays_sha256([{**feed, "positions": p, "labels": l} for feed, p, l in zip(feeds, positions, labels)])
+    sha256 = _arrays_sha256([{**feed, "positions": p, "labels": labelled} for feed, p, labelled in zip(feeds, positions, labels)])
     identity = source.identity(EVALUATION, len(feeds), config.seed, sha256)
     return MaskedEvalSet(feeds, positions, labels, {**identity, "masked_positions": total})
 
@@ -370,17 +370,8 @@ def _check_input_names(input_names: Sequence[str]) -> None:
 
 
 def _check_samples(name: str, value) -> None:
-    if _is_int(value) and value < _MIN_SAMPLES:
+    if is_int(value) and value < _MIN_SAMPLES:
         raise UserInputError(
             f"{name}={value} is too few samples for a meaningful set; pass at least {_MIN_SAMPLES}"
         )
-    _check_int(name, value, minimum=_MIN_SAMPLES)
-
-
-def _check_int(name: str, value, *, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    check_int(name, value, minimum=_MIN_SAMPLES)

@@ -27,19 +27,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from distilrt.bench.regression import DEFAULT_LATENCY_THRESHOLD
+from distilrt.bench.report import make_report, regression_summary, write_report
+from distilrt.bench.runner import BenchConfig, bench_bundles
 from distilrt.calib.sets import CalibConfig, EvalConfig
+from distilrt.config import default_of
 from distilrt.errors import DistilrtError
 from distilrt.export.assets import SEED_CHECKPOINTS
-from distilrt.export.bench import BenchConfig, bench_bundles
-from distilrt.export.build import BuildOptions, build_fp32, print_progress
-from distilrt.export.config import ENGINE_SOURCES, EngineConfig
-from distilrt.export.engine_bundles import build_engines
-from distilrt.export.lint import lint_bundle
-from distilrt.export.publish import write_json
+from distilrt.export.build import BuildOptions
+from distilrt.export.config import ENGINE_SOURCES, VARIANTS, EngineConfig
+from distilrt.export.derived_bundles import VariantOptions
+from distilrt.export.engines.lint import lint_bundle
+from distilrt.export.pipeline import EngineRequest, build_checkpoint
 from distilrt.export.random_checkpoint import make_random_checkpoint
-from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD
-from distilrt.export.report import make_report, regression_summary, write_report
-from distilrt.export.variants import VARIANTS, VariantOptions, build_variants, parse_variants, write_build_summary
+from distilrt.export.variants import parse_variants
+from distilrt.files import write_json
+from distilrt.progress import print_progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = parse_variants(args.variants)
     options = VariantOptions(calib=CalibConfig(size=args.calib_size),
                              evaluation=EvalConfig(questions=args.eval_questions, masked_positions=args.eval_masks))
-    engine_config = EngineConfig(version_compatible=args.version_compatible)
+    engines = EngineRequest(EngineConfig(version_compatible=args.version_compatible),
+                            timing_cache_dir=args.timing_cache_dir) if args.engines else None
     try:
         bench_config = _bench_config(args)  # bad benchmark settings fail here, not after the builds
     except DistilrtError as e:
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.checkpoints:
             print_progress(f"=== {name} ===")
             try:
-                entry = _one_checkpoint(name, args, variants, options, engine_config, Path(scratch))
+                entry = _one_checkpoint(name, args, variants, options, engines, Path(scratch))
             except DistilrtError as e:
                 entry = {"error": str(e)}
                 failures.append(f"{name}: {e}")
@@ -81,30 +85,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _one_checkpoint(name: str, args, variants, options: VariantOptions, engine_config: EngineConfig,
+def _one_checkpoint(name: str, args, variants, options: VariantOptions, engines: EngineRequest | None,
                     scratch: Path) -> dict:
     checkpoint = name
     if args.stand_ins != "none":
         checkpoint = str(make_random_checkpoint(name, scratch / name, tiny=args.stand_ins == "tiny"))
-    fp32 = build_fp32(checkpoint, BuildOptions(out_dir=args.out))
-    outcomes = build_variants(fp32, variants, options)
-    published = {"fp32": fp32.bundle, **{o.variant: o.bundle for o in outcomes if o.published}}
+    built = build_checkpoint(checkpoint, variants, BuildOptions(out_dir=args.out), options, engines)
+    published = {variant: bundle for variant, bundle in built.published.items() if variant in variants}
     lint = {}
     for variant, bundle in published.items():
         report = lint_bundle(bundle)
         lint[variant] = {"ready": bool(report), "rules": sorted(report.rules()), "summary": report.summary()}
         print_progress(f"lint {variant}: {report.summary()}")
-    sources = tuple(v for v in ENGINE_SOURCES if v in published and lint[v]["ready"])
-    engines = build_engines(fp32, sources, engine_config, options,
-                            timing_cache_dir=args.timing_cache_dir) if args.engines else []
-    summary = write_build_summary(fp32, outcomes + engines)
     return {
         "bundles": {variant: str(bundle) for variant, bundle in published.items()},
-        "not_published": {o.variant: o.reason for o in outcomes if not o.published},
+        "not_published": {o.variant: o.reason for o in built.variants if not o.published},
         "lint": lint,
         "engines": {o.variant: {"built": o.published, "bundle": str(o.bundle) if o.bundle else None,
-                                "reason": o.reason} for o in engines},
-        "build_summary": str(summary),
+                                "reason": o.reason} for o in built.engines},
+        "build_summary": str(built.summary),
     }
 
 
@@ -141,9 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stand-ins", choices=("none", "tiny", "full"), default="none",
                         help="build RANDOM-weight stand-ins from the shipped configs instead of the real checkpoints")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--calib-size", type=int, default=256)
-    parser.add_argument("--eval-questions", type=int, default=500)
-    parser.add_argument("--eval-masks", type=int, default=2000)
+    parser.add_argument("--calib-size", type=int, default=default_of(CalibConfig, "size"))
+    parser.add_argument("--eval-questions", type=int, default=default_of(EvalConfig, "questions"))
+    parser.add_argument("--eval-masks", type=int, default=default_of(EvalConfig, "masked_positions"))
     parser.add_argument("--no-engines", dest="engines", action="store_false",
                         help="do not try to build TensorRT engines")
     parser.add_argument("--version-compatible", action="store_true",

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-
-from distilrt.bundle import SCHEMA_VERSION
+from distilrt.bundle import Bundle
+from distilrt.calib.synthetic import padded_feeds
 from distilrt.export import checkpoint as ckpt
 from distilrt.export.config import ExportConfig, ShapeProfile, Tolerances, VerifyConfig
-from distilrt.export.onnx import export_onnx, resolve_attn_implementation, sample_inputs
+from distilrt.export.onnx_export import export_onnx, resolve_attn_implementation
 from distilrt.export.probes import task_probes
-from distilrt.export.publish import bundle_files, publish, staging_dir, write_json, write_manifest
+from distilrt.export.publish import finish_bundle, write_manifest
 from distilrt.export.verify import verify_task, verify_tensors
-
-Progress = Callable[[str], None]
-
-
-def print_progress(message: str) -> None:
-    print(f"[distilrt] {message}", file=sys.stderr, flush=True)
+from distilrt.files import staging_dir
+from distilrt.manifest import SCHEMA_VERSION
+from distilrt.progress import Progress, print_progress
+from distilrt.provenance import tool_versions
 
 
 @dataclass(frozen=True)
@@ -38,10 +32,14 @@ class BuildOptions:
 
 
 @dataclass(frozen=True)
-class BuildResult:
-    bundle: Path
-    manifest: dict
-    seconds: float
+class BuildResult(Bundle):
+    """The published fp32 bundle (a ``Bundle``) and how long it took."""
+
+    seconds: float = 0.0
+
+    @property
+    def bundle(self) -> Path:
+        return self.path
 
 
 def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progress: Progress = print_progress) -> BuildResult:
@@ -83,7 +81,7 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
             },
             "tools": tool_versions(),
         }
-        write_manifest(staging, manifest, bundle_files(manifest))
+        write_manifest(staging, manifest)
 
         progress(f"verifying the bundle's runtime against the transformers pipeline on "
                  f"{options.verify.task_samples} inputs")
@@ -96,22 +94,14 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
     return BuildResult(destination, manifest, seconds)
 
 
-def finish_bundle(staging: Path, destination: Path, manifest: dict, report: dict, summary: dict) -> dict:
-    """Write report.json and the final manifest (with every file's hash), then publish; return the manifest."""
-    write_json(staging / "report.json", {"checkpoint": manifest["source"]["id"], "variant": manifest["variant"],
-                                         "passed": True, **report})
-    manifest = write_manifest(staging, {**manifest, "verification": summary}, bundle_files(manifest) + ["report.json"])
-    publish(staging, destination)
-    return manifest
-
-
 def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: BuildOptions, vocab_size: int,
                                pad_token_id: int):
     import torch
 
     from distilrt.backends import open_backend
 
-    feeds = verification_feeds(checkpoint.spec, options.verify, vocab_size, pad_token_id)
+    feeds = padded_feeds(checkpoint.spec.input_names, options.verify.shapes, options.verify.seed, vocab_size,
+                         pad_token_id)
 
     def run_torch(feed):
         with torch.no_grad():
@@ -121,12 +111,6 @@ def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: Buil
     onnx_model = open_backend("onnxruntime", onnx_path)
     return verify_tensors(run_torch, onnx_model.run, feeds, checkpoint.task.output_names, options.tolerances,
                           source_name="pytorch", target_name="onnx fp32 (onnxruntime CPU)")
-
-
-def verification_feeds(spec, verify: VerifyConfig, vocab_size: int, pad_token_id: int) -> dict:
-    """The seeded (batch, sequence) feeds every stage is compared on: the same for every variant."""
-    rng = np.random.default_rng(verify.seed)
-    return {(b, s): sample_inputs(spec, b, s, vocab_size, pad_token_id, rng) for b, s in verify.shapes}
 
 
 def _verify_runtime_against_pipeline(bundle_dir: Path, model, hf_tokenizer, checkpoint, settings, options: BuildOptions):
@@ -165,18 +149,3 @@ def _summary(tensors, task) -> dict:
         "task": {"against": "transformers pipeline", "inputs": task.inputs, "matched": task.matched,
                  "max_score_diff": task.max_score_diff, "score_atol": task.score_atol},
     }
-
-
-def tool_versions() -> dict[str, str | None]:
-    packages = ("distilrt", "torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy")
-    return {"python": platform.python_version(), **{package: package_version(package) for package in packages}}
-
-
-def package_version(package: str) -> str | None:
-    """The installed version of a distribution, or None where it is not installed."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None

@@ -10,7 +10,7 @@ from pathlib import Path
 from distilrt.bundle import sha256_file
 from distilrt.errors import CheckpointError, UnsupportedError
 from distilrt.export.specs import TASKS, ArchitectureSpec, TaskSpec, get_spec, get_task
-from distilrt.tokenize import TokenizerSettings
+from distilrt.tokenization import TokenizerSettings
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Any one of these lets transformers build the fast tokenizer (tokenizer.json directly, or converted from the

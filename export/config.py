@@ -3,32 +3,12 @@ bundle can be rebuilt from its manifest alone (``from_dict`` reads it back)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from distilrt.config import StageConfig
 from distilrt.errors import UserInputError
-
-
-class StageConfig:
-    """to_dict/from_dict for frozen config dataclasses, so a manifest can rebuild what it records."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise UserInputError(f"{cls.__name__} has no settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: _tuples(v) for k, v in data.items()})
-
-
-def _tuples(value):
-    """JSON turns tuples into lists; frozen configs keep tuples so they stay hashable and comparable."""
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
 
 
 @dataclass(frozen=True)
@@ -54,8 +34,9 @@ class ShapeProfile(StageConfig):
 @dataclass(frozen=True)
 class ExportConfig(StageConfig):
     opset: int = 17
-    # None: chosen for the installed transformers so that ONNX Runtime can later fuse attention
-    # (design.md: "sdpa" with transformers 4.57, "eager" with 5.x). The resolved value goes in the manifest.
+    # None: chosen for the installed transformers so that ONNX Runtime can later fuse attention ("sdpa" with
+    # transformers 4.57, "eager" with 5.x: docs/design.md#export-and-attention-implementation). The resolved value
+    # goes in the manifest.
     attn_implementation: str | None = None
     trace_batch: int = 2
     trace_sequence: int = 16
@@ -100,7 +81,7 @@ class Tolerances(StageConfig):
         return self.atol.get(output, self.atol[""]), self.rtol.get(output, self.rtol[""])
 
     @classmethod
-    def fp32(cls) -> "Tolerances":
+    def fp32(cls) -> Tolerances:
         return cls()
 
 
@@ -135,7 +116,10 @@ class FuseConfig(StageConfig):
 
 
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+DEFAULT_CALIBRATION_METHOD = "Percentile"
 PRECISION_VARIANTS = ("fp16", "int8-dynamic", "int8-qdq", "int8-qdq-trt")
+# Every ONNX variant `distilrt build --variants` makes, in build order (fp32 first: the others derive from it).
+VARIANTS = ("fp32", "fused", *PRECISION_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -170,31 +154,31 @@ class PrecisionConfig(StageConfig):
         return self.calibration_method is not None
 
     @classmethod
-    def fp16(cls, keep_fp32: tuple[str, ...]) -> "PrecisionConfig":
+    def fp16(cls, keep_fp32: tuple[str, ...]) -> PrecisionConfig:
         # From the unfused graph: fused com.microsoft ops are ONNX Runtime-only and TensorRT could not parse them.
         return cls("fp16", "fp32", keep_fp32=tuple(keep_fp32))
 
     @classmethod
-    def int8_dynamic(cls, keep_float: tuple[str, ...] = ()) -> "PrecisionConfig":
-        # From the fused graph: gives QAttention + MatMulInteger, the fast CPU path (design.md).
+    def int8_dynamic(cls, keep_float: tuple[str, ...] = ()) -> PrecisionConfig:
+        # From the fused graph: gives QAttention + MatMulInteger, the fast CPU path (docs/design.md#quantization).
         return cls("int8-dynamic", "fused", op_types=("MatMul", "Attention"), keep_float=tuple(keep_float))
 
     @classmethod
     def int8_qdq(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),
-                 method: str = "Percentile") -> "PrecisionConfig":
+                 method: str = DEFAULT_CALIBRATION_METHOD) -> PrecisionConfig:
         # U8S8 for ORT CPU.
         return cls._static_int8("int8-qdq", op_types, keep_float, method, activation_type="uint8", symmetric=False)
 
     @classmethod
     def int8_qdq_trt(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),
-                     method: str = "Percentile") -> "PrecisionConfig":
+                     method: str = DEFAULT_CALIBRATION_METHOD) -> PrecisionConfig:
         # TensorRT 11 takes explicit Q/DQ only: int8, symmetric (zero point 0), per-channel weights.
         return cls._static_int8("int8-qdq-trt", op_types, keep_float, method, activation_type="int8", symmetric=True)
 
     @classmethod
     def _static_int8(cls, variant: str, op_types, keep_float, method: str, *, activation_type: str,
-                     symmetric: bool) -> "PrecisionConfig":
-        # Static Q/DQ of the unfused graph: on fused graphs it fails or quantizes partly (design.md).
+                     symmetric: bool) -> PrecisionConfig:
+        # Static Q/DQ of the unfused graph: on fused graphs it fails or quantizes partly (docs/design.md#quantization).
         return cls(variant, "fp32", op_types=tuple(op_types), keep_float=tuple(keep_float),
                    calibration_method=method, percentile=99.999 if method == "Percentile" else None,
                    per_channel=True, activation_type=activation_type, symmetric=symmetric)
@@ -290,7 +274,7 @@ class EngineConfig(StageConfig):
             raise UserInputError("EngineConfig.profiles must be ShapeProfile values")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EngineConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:
         data = dict(data)
         data["profiles"] = tuple(ShapeProfile.from_dict(p) for p in data.get("profiles", ()))
         return super().from_dict.__func__(cls, data)

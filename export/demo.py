@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distilrt.export.assets import SEED_CHECKPOINTS
-from distilrt.export.build import BuildOptions, BuildResult, Progress, build_fp32, print_progress
+from distilrt.export.build import BuildOptions, BuildResult, build_fp32
 from distilrt.export.random_checkpoint import make_random_checkpoint
+from distilrt.progress import Progress, print_progress
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,14 @@ def run_demo(out_dir: Path, *, tiny: bool = False, checkpoints: tuple[str, ...] 
 
 
 def _row(name: str, result: BuildResult) -> DemoRow:
-    verification = result.manifest["verification"]
+    verification = result.manifest.verification
     worst = verification["tensors"]["worst"]
     task = verification["task"]
     return DemoRow(
         checkpoint=name,
-        task=result.manifest["task"],
-        architecture=result.manifest["architecture"],
-        onnx_mb=(result.bundle / "model.onnx").stat().st_size / 2**20,
+        task=result.task,
+        architecture=result.manifest.architecture,
+        onnx_mb=result.onnx_path.stat().st_size / 2**20,
         max_abs_diff_vs_torch=max(w["max_abs_diff"] for w in worst.values()),
         task_matched=f"{task['matched']}/{task['inputs']}",
         max_score_diff=task["max_score_diff"],

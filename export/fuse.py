@@ -32,6 +32,6 @@ def check_fused_counts(counts: dict[str, int], spec: ArchitectureSpec, layers: i
         detail = ", ".join(f"{op} {got}/{want}" for op, (got, want) in missing.items())
         raise VerificationError(
             f"{spec.model_type} graph did not fuse as its spec requires ({detail} fused); a transformers, torch or "
-            f"onnxruntime change may have altered the exported attention pattern (see design.md)",
+            f"onnxruntime change may have altered the exported attention pattern (see docs/design.md#fusion)",
             result={"fused_ops": counts, "expected_at_least": expected},
         )

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
 from distilrt.errors import ExportError
 from distilrt.export.config import PrecisionConfig
+
 
 def convert(config: PrecisionConfig, source: Path, target: Path,
             calibration_feeds: Iterable[Mapping[str, np.ndarray]] | None = None) -> None:
@@ -67,7 +68,8 @@ def to_int8_dynamic(source: Path, target: Path, config: PrecisionConfig) -> None
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
                          op_types_to_quantize=list(config.op_types),
                          nodes_to_exclude=nodes_matching(source, config.keep_float),
-                         # Without it the fused graph fails: "Unable to find data type for weight_name" (design.md).
+                         # Without it the fused graph fails: "Unable to find data type for weight_name"
+                         # (docs/design.md#quantization).
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     except Exception as e:
         raise ExportError(f"onnxruntime dynamic quantization failed on {source}: {e}") from e
@@ -123,7 +125,7 @@ def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
     with tempfile.TemporaryDirectory(prefix="distilrt-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         try:
-            # Symbolic shape inference fails on these graphs and leaves large temp files behind (design.md).
+            # Symbolic shape inference fails on these graphs and leaves large temp files behind (docs/design.md#quantization).
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared), str(target), reader,

@@ -8,36 +8,46 @@ from pathlib import Path
 from distilrt.bundle import read_bundle
 from distilrt.calib.sets import CalibConfig, EvalConfig
 from distilrt.errors import CapabilityError, VerificationError
-from distilrt.export.build import BuildOptions, BuildResult, Progress, build_fp32, print_progress
-from distilrt.export.config import (GATES, EngineConfig, ExportConfig, FuseConfig, Gate, ShapeProfile, Tolerances,
-                                    VerifyConfig, gate_key)
+from distilrt.export.build import BuildOptions, BuildResult, build_fp32
+from distilrt.export.config import (
+    DEFAULT_CALIBRATION_METHOD,
+    GATES,
+    EngineConfig,
+    ExportConfig,
+    FuseConfig,
+    Gate,
+    ShapeProfile,
+    Tolerances,
+    VerifyConfig,
+    gate_key,
+)
+from distilrt.export.derived_bundles import VariantOptions
 from distilrt.export.random_checkpoint import make_random_checkpoint
-from distilrt.export.variants import VariantOptions, build_variants
+from distilrt.export.variants import build_variants
+from distilrt.manifest import Manifest
+from distilrt.progress import Progress, print_progress
 
 
-def options_from_manifest(manifest: dict, out_dir: Path) -> BuildOptions:
-    stages = manifest["stages"]
+def options_from_manifest(manifest: Manifest, out_dir: Path) -> BuildOptions:
     return BuildOptions(
-        task=manifest["task"],
-        revision=manifest["source"].get("revision"),
+        task=manifest.task,
+        revision=manifest.source.revision,
         out_dir=out_dir,
-        export=ExportConfig.from_dict(stages["export"]),
-        verify=VerifyConfig.from_dict(stages["verify"]),
-        tolerances=Tolerances.from_dict(stages["tolerances"]),
-        shape_profile=ShapeProfile.from_dict(manifest["shape_profile"]),
+        export=ExportConfig.from_dict(manifest.stage("export")),
+        verify=VerifyConfig.from_dict(manifest.stage("verify")),
+        tolerances=Tolerances.from_dict(manifest.stage("tolerances")),
+        shape_profile=ShapeProfile.from_dict(manifest.shape_profile),
     )
 
 
-def variant_options_from_manifest(manifest: dict) -> VariantOptions:
-    stages = manifest["stages"]
-    gate = Gate.from_dict(stages["gate"])
-    precision = stages.get("precision") or {}
+def variant_options_from_manifest(manifest: Manifest) -> VariantOptions:
+    fuse, calibration, precision = manifest.stage("fuse"), manifest.stage("calibration"), manifest.stage("precision")
     return VariantOptions(
-        fuse=FuseConfig.from_dict(stages["fuse"]) if "fuse" in stages else FuseConfig(),
-        calib=CalibConfig.from_dict(stages["calibration"]) if "calibration" in stages else CalibConfig(),
-        evaluation=EvalConfig.from_dict(stages["evaluation"]),
-        calibration_method=precision.get("calibration_method") or "Percentile",
-        gates={**GATES, gate_key(manifest["variant"]): gate},
+        fuse=FuseConfig() if fuse is None else FuseConfig.from_dict(fuse),
+        calib=CalibConfig() if calibration is None else CalibConfig.from_dict(calibration),
+        evaluation=EvalConfig.from_dict(manifest.stage("evaluation")),
+        calibration_method=(precision or {}).get("calibration_method") or DEFAULT_CALIBRATION_METHOD,
+        gates={**GATES, gate_key(manifest.variant): Gate.from_dict(manifest.stage("gate"))},
     )
 
 
@@ -45,17 +55,17 @@ def rebuild(bundle_path: Path, out_dir: Path, progress: Progress = print_progres
     """Build the bundle again into out_dir; a derived variant is rebuilt with its fp32 reference first."""
     manifest = read_bundle(bundle_path).manifest
     fp32 = _rebuild_fp32(manifest, out_dir, progress)
-    engine_source = manifest["stages"].get("engine_source", {}).get("variant")
-    onnx_variant = engine_source or manifest["variant"]
+    engine_source = manifest.engine_source_variant
+    onnx_variant = engine_source or manifest.variant
     if onnx_variant != "fp32":
         (outcome,) = build_variants(fp32, (onnx_variant,), variant_options_from_manifest(manifest), progress)
         _check_published(outcome)
     if engine_source is None:
-        return fp32.bundle if onnx_variant == "fp32" else outcome.bundle
+        return fp32.path if onnx_variant == "fp32" else outcome.bundle
     # An engine bundle: its ONNX source first, then the engine with the recorded EngineConfig (on a GPU machine).
-    from distilrt.export.engine_bundles import build_engines
+    from distilrt.export.engines.stage import build_engines
 
-    (outcome,) = build_engines(fp32, (engine_source,), EngineConfig.from_dict(manifest["stages"]["engine"]),
+    (outcome,) = build_engines(fp32, (engine_source,), EngineConfig.from_dict(manifest.stage("engine")),
                                variant_options_from_manifest(manifest), progress=progress)
     _check_published(outcome)
     return outcome.bundle
@@ -68,16 +78,14 @@ def _check_published(outcome) -> None:
         raise VerificationError(f"the rebuilt {outcome.variant} was not published: {outcome.reason}")
 
 
-def _rebuild_fp32(manifest: dict, out_dir: Path, progress: Progress) -> BuildResult:
+def _rebuild_fp32(manifest: Manifest, out_dir: Path, progress: Progress) -> BuildResult:
     options = options_from_manifest(manifest, out_dir)
-    stand_in = manifest["source"].get("stand_in")
-    if stand_in is None:
-        return build_fp32(manifest["source"]["id"], options, progress)
+    source = manifest.source
+    if source.stand_in is None:
+        return build_fp32(source.id, options, progress)
     # A RANDOM-weight stand-in is made again from its recipe, under the same directory name.
     with tempfile.TemporaryDirectory(prefix="distilrt-rebuild-") as scratch:
-        name = Path(manifest["source"]["id"]).name
-        directory = make_random_checkpoint(
-            stand_in["checkpoint"], Path(scratch) / name, tiny=stand_in["tiny"], seed=stand_in["seed"],
-            head_scale=stand_in["head_scale"],
-        )
+        recipe = source.stand_in
+        directory = make_random_checkpoint(recipe["checkpoint"], Path(scratch) / source.name, tiny=recipe["tiny"],
+                                           seed=recipe["seed"], head_scale=recipe["head_scale"])
         return build_fp32(str(directory), options, progress)

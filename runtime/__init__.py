@@ -41,7 +41,7 @@ def load(
         raise UserInputError(f"fallback must be None or 'onnx', got {fallback!r}")
     bundle = read_bundle(path, check_hashes=check_hashes)
     try:
-        model = open_bundle_model(bundle, backend or bundle.manifest["model"]["backend"], **backend_options)
+        model = open_bundle_model(bundle, backend or bundle.manifest.model_file.backend, **backend_options)
     except CapabilityError as e:
         if fallback is None:
             raise
@@ -52,14 +52,12 @@ def load(
 
 def head_for(bundle: Bundle, model, *, batch_size: int = 8):
     """The task head of ``bundle`` running on an already opened backend ``model``."""
-    from distilrt.mlm import FillMask
-    from distilrt.qa import QuestionAnswerer
-    from distilrt.tokenize import load_tokenizer
+    from distilrt.heads import head_class
+    from distilrt.tokenization import load_tokenizer
 
     if tuple(model.input_names) != bundle.input_names or tuple(model.output_names) != bundle.output_names:
         raise BundleError(
             f"{bundle.model_path} takes {list(model.input_names)} -> {list(model.output_names)} but the manifest "
             f"says {list(bundle.input_names)} -> {list(bundle.output_names)}; rebuild the bundle"
         )
-    head_class = {"question-answering": QuestionAnswerer, "fill-mask": FillMask}[bundle.task]
-    return head_class(model, load_tokenizer(bundle.tokenizer_path), bundle.tokenizer_settings, batch_size=batch_size)
+    return head_class(bundle.task)(model, load_tokenizer(bundle.tokenizer_path), bundle.tokenizer_settings, batch_size=batch_size)

@@ -1,13 +1,14 @@
 """Can this machine run that engine? The rules, as a pure function of two records.
 
-An engine bundle's manifest records what the engine was built with (``manifest["engine"]``); the TensorRT
+An engine bundle's manifest records what the engine was built with (``Manifest.engine``); the TensorRT
 backend reports what this machine has (``distilrt.backends.tensorrt.machine_record()``). Loading refuses an
 engine this machine cannot run, with both sides named, instead of letting TensorRT fail to deserialize it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Compute capability from which HardwareCompatibilityLevel.AMPERE_PLUS engines run.
 _AMPERE = (8, 0)

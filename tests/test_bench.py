@@ -7,20 +7,29 @@ import json
 import shutil
 
 import pytest
+from conftest import MLM_NAME, QA_NAME
 
-from distilrt.bundle import sha256_file
+from distilrt.bench.inputs import mlm_texts, qa_examples
+from distilrt.bench.runner import (
+    BENCH_SCHEMA,
+    BenchConfig,
+    add_ratios,
+    bench_bundles,
+    optimum_installed,
+    reference_checkpoint,
+)
+from distilrt.bench.worker import time_calls
+from distilrt.calib.synthetic import full_feed
+from distilrt.cli import main
 from distilrt.errors import DistilrtError, UserInputError
-from distilrt.export.bench import (BENCH_SCHEMA, BenchConfig, add_ratios, bench_bundles, optimum_installed,
-                                  reference_checkpoint)
-from distilrt.export.bench_inputs import mlm_texts, qa_examples, random_feed
-from distilrt.export.bench_worker import time_calls
-from distilrt.export.cli import main
-from distilrt.tokenize import load_tokenizer
+from distilrt.files import sha256_file
+from distilrt.tokenization import load_tokenizer
 
-QA, MLM = "distilbert-base-uncased-distilled-squad", "albert-base-v2"
+QA, MLM = QA_NAME, MLM_NAME
 OPTIMUM_INSTALLED = optimum_installed()
 
 
+@pytest.mark.slow  # a benchmark with the PyTorch reference
 def test_bench_cli_writes_every_cell_with_reference_and_ratios(tiny_bundles, tmp_path, capsys):
     out = tmp_path / "bench.json"
     bundles = [str(tiny_bundles[name].bundle) for name in (QA, MLM)]
@@ -117,9 +126,9 @@ def test_end_to_end_inputs_fill_the_sequence_and_never_exceed_it(tiny_bundles):
 
 
 def test_random_feed_is_exact_seeded_and_names_only_model_inputs():
-    feed = random_feed(("input_ids", "attention_mask"), 2, 16, vocab_size=30522, seed=0)
+    feed = full_feed(("input_ids", "attention_mask"), 2, 16, vocab_size=30522, seed=0)
     assert set(feed) == {"input_ids", "attention_mask"} and feed["input_ids"].shape == (2, 16)
-    assert feed["attention_mask"].all() and (feed["input_ids"] == random_feed(("input_ids",), 2, 16, 30522, 0)["input_ids"]).all()
+    assert feed["attention_mask"].all() and (feed["input_ids"] == full_feed(("input_ids",), 2, 16, 30522, 0)["input_ids"]).all()
 
 
 def test_time_calls_stops_early_after_the_minimum_runs():

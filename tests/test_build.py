@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import QA_CHECKPOINTS
+
 from distilrt.errors import CheckpointError, UnsupportedError, VerificationError
 from distilrt.export.assets import SEED_CHECKPOINTS
 from distilrt.export.build import BuildOptions, build_fp32
@@ -152,9 +152,10 @@ def _quick():
     return VerifyConfig(shapes=((2, 16),), task_samples=4)
 
 
+@pytest.mark.slow  # builds twice
 def test_rebuild_from_manifest_alone(tiny_bundles, tmp_path, capsys):
     """The manifest holds everything needed to build the bundle again; the export is deterministic."""
-    from distilrt.export.cli import main
+    from distilrt.cli import main
 
     original = tiny_bundles["albert-base-v2"].bundle
     assert main(["rebuild", str(original), "--out", str(tmp_path)]) == 0

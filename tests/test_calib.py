@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MLM_CHECKPOINTS, QA_NAME
 
 import distilrt
-from conftest import MLM_CHECKPOINTS
 from distilrt.calib import SQUAD_DEV
 from distilrt.calib.metrics import masked_lm_accuracy, normalize_answer, squad_em_f1, topk_agreement
 from distilrt.calib.sets import (
@@ -29,7 +29,6 @@ from distilrt.calib.sets import (
 from distilrt.calib.squad import read_squad
 from distilrt.errors import UserInputError
 
-QA_NAME = "distilbert-base-uncased-distilled-squad"
 SHORT_WINDOW = 64  # QA contexts of the user file below need several windows of this length
 IDENTITY_KEYS = {"source", "source_sha256", "split", "size", "seed", "sha256"}
 WORDS = (

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from distilrt.export.cli import main
+from distilrt.cli import main
 
 
 def test_run_question_answering(tiny_bundles, capsys):
@@ -45,6 +45,7 @@ def test_failures_exit_nonzero_with_one_line(tiny_bundles, tmp_path, capsys, arg
     assert err.startswith("distilrt: error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow  # builds variants
 def test_build_with_variants_writes_a_summary(tiny_checkpoints, tmp_path, capsys):
     directory = tiny_checkpoints["distilbert-base-uncased"]
     argv = ["build", str(directory), "--out", str(tmp_path), "--variants", "fp32,fused,int8-dynamic",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import distilrt
-from distilrt.bundle import sha256_file
+from distilrt.files import sha256_file
 
 OLD_BUNDLES = Path(__file__).parent / "data" / "bundles-0.1.0" / "distilbert-base-uncased-distilled-squad"
 VARIANTS = ("fp32", "int8-qdq-trt")
@@ -30,7 +30,7 @@ def test_an_old_bundle_loads_and_answers(variant):
 def _tool_drift(manifest) -> list[str]:
     from importlib import metadata
 
-    recorded = manifest["tools"]
+    recorded = manifest.tools
     installed = {name: metadata.version(name) for name in _BUILD_TOOLS}
     return [f"{name} {recorded[name]} -> {installed[name]}" for name in _BUILD_TOOLS if recorded[name] != installed[name]]
 

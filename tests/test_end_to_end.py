@@ -4,13 +4,11 @@ start, end, token ids, token strings and sequences exact; scores within 1e-4) on
 from __future__ import annotations
 
 import pytest
+from conftest import MLM_CHECKPOINTS, QA_CHECKPOINTS, SCORE_ATOL
 
 import distilrt
-from conftest import MLM_CHECKPOINTS, QA_CHECKPOINTS
 from distilrt.export.probes import fill_mask_probes, question_answering_probes
 from distilrt.export.verify import verify_task
-
-SCORE_ATOL = 1e-4
 
 UNICODE_QA = [
     ("Où est né Gérard Depardieu ?", "Gérard Depardieu est né à Châteauroux, en France, le 27 décembre 1948."),
@@ -77,7 +75,7 @@ def test_fill_mask_matches_pipeline(tiny_bundles, references, name):
 
 def test_long_contexts_really_use_several_windows(tiny_bundles):
     """Guard for the test above: the long-context probes must exceed one 384-token window."""
-    from distilrt.tokenize import load_tokenizer
+    from distilrt.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_bundles["distilbert-base-uncased-distilled-squad"].bundle / "tokenizer.json")
     long_ones = [kw for _, kw in question_answering_probes(48, seed=7)[36:]]

@@ -16,7 +16,8 @@ import distilrt
 from distilrt import compat
 from distilrt.backends import tensorrt as trt_backend
 from distilrt.errors import CapabilityError, IncompatibleEngineError, UserInputError
-from distilrt.export.publish import bundle_files, write_manifest
+from distilrt.export.publish import write_manifest
+from distilrt.manifest import Manifest
 
 H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 A100 = {"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}
@@ -101,7 +102,7 @@ def engine_bundle(tiny_bundles, tmp_path):
     manifest.update(variant="fp32-engine", fallback={"file": "model.onnx", "format": "onnx", "backend": "onnxruntime"},
                     model={**manifest["model"], "file": "model.plan", "format": "tensorrt-plan", "backend": "tensorrt"},
                     engine=engine_record())
-    write_manifest(bundle, manifest, bundle_files(manifest) + ["report.json"])
+    write_manifest(bundle, manifest, Manifest(manifest).listed_files + ["report.json"])
     return source, bundle
 
 

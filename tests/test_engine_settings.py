@@ -8,13 +8,13 @@ import itertools
 import json
 
 import pytest
+from conftest import onnx_bundle_manifest
 
 from distilrt.errors import UserInputError
 from distilrt.export.assets import SEED_CHECKPOINTS, config_path
-from distilrt.export.config import ENGINE_SOURCES, HARDWARE_COMPATIBILITY, EngineConfig, ShapeProfile, gate_for
-from distilrt.export.engine_settings import builder_settings, timing_cache_key
+from distilrt.export.config import ENGINE_SOURCES, HARDWARE_COMPATIBILITY, VARIANTS, EngineConfig, ShapeProfile, gate_for
+from distilrt.export.engines.settings import builder_settings, timing_cache_key
 from distilrt.export.specs import get_spec
-from distilrt.export.variants import VARIANTS
 
 
 def seed_manifest(checkpoint: str, variant: str) -> dict:
@@ -22,13 +22,8 @@ def seed_manifest(checkpoint: str, variant: str) -> dict:
     config = json.loads(config_path(checkpoint).read_text())
     spec = get_spec(config["model_type"])
     max_sequence = spec.max_sequence(config)
-    return {
-        "variant": variant,
-        "model": {"format": "onnx", "inputs": [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]}
-                                               for n in spec.input_names]},
-        "shape_profile": ShapeProfile(max_sequence=max_sequence).to_dict(),
-        "tokenizer": {"settings": {"model_max_length": max_sequence}},
-    }
+    return onnx_bundle_manifest(variant, spec.input_names, shape_profile=ShapeProfile(max_sequence=max_sequence),
+                                model_max_length=max_sequence)
 
 
 def _configs():
@@ -84,7 +79,7 @@ def test_variants_tensorrt_cannot_parse_are_refused_with_the_reason(variant):
 
 
 def test_an_engine_bundle_is_not_an_engine_source():
-    manifest = {**seed_manifest("albert-base-v2", "fp16"), "model": {"format": "tensorrt-plan", "inputs": []}}
+    manifest = onnx_bundle_manifest("fp16", model_format="tensorrt-plan")
     with pytest.raises(UserInputError, match="not ONNX"):
         builder_settings(EngineConfig(), manifest)
 

@@ -1,5 +1,5 @@
 """The engine stage on a machine without TensorRT: what it plans, what it refuses and why, what it records,
-and how export/engine.py applies builder settings (through a recording double of the builder that uses
+and how export/engines/builder.py applies builder settings (through a recording double of the builder that uses
 TensorRT's real enums from tensorrt_lean)."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import onnx_bundle_manifest
 
 from distilrt.errors import CapabilityError
-from distilrt.export import engine as engine_module
-from distilrt.export.config import ENGINE_SOURCES, EngineConfig, ShapeProfile
-from distilrt.export.engine_bundles import build_engines, reduce_commands
-from distilrt.export.engine_settings import builder_settings
-from distilrt.export.variants import VARIANTS, write_build_summary
+from distilrt.export.config import ENGINE_SOURCES, VARIANTS, EngineConfig, ShapeProfile
+from distilrt.export.engines import builder as engine_module
+from distilrt.export.engines.settings import builder_settings
+from distilrt.export.engines.stage import build_engines, reduce_commands
+from distilrt.export.pipeline import write_build_summary
 
 
 def _has_full_tensorrt() -> bool:
@@ -54,10 +55,8 @@ def test_without_tensorrt_engines_are_reported_not_built_and_nothing_is_written(
 
 
 def test_the_reduce_commands_freeze_the_profiles_opt_shapes_then_bisect():
-    manifest = {"variant": "fp16", "model": {"format": "onnx", "inputs": [{"name": "input_ids"},
-                                                                         {"name": "attention_mask"}]},
-                "shape_profile": ShapeProfile(opt_batch=4, opt_sequence=256).to_dict(),
-                "tokenizer": {"settings": {"model_max_length": 512}}}
+    manifest = onnx_bundle_manifest("fp16", ("input_ids", "attention_mask"),
+                                    shape_profile=ShapeProfile(opt_batch=4, opt_sequence=256))
     sanitize, reduce = reduce_commands(Path("a/model.onnx"), builder_settings(EngineConfig(), manifest))
     assert sanitize[:4] == ["polygraphy", "surgeon", "sanitize", "a/model.onnx"]
     assert sanitize[sanitize.index("--override-input-shapes") + 1:] == ["input_ids:[4,256]", "attention_mask:[4,256]"]
@@ -150,8 +149,7 @@ def test_build_plan_applies_every_setting_once(monkeypatch, tmp_path):
     calls = []
     machine, logger = _recording_machine(_Recorder(calls))
     monkeypatch.setattr(engine_module, "error_collecting_logger", lambda trt: logger())
-    manifest = {"variant": "int8-qdq-trt", "model": {"format": "onnx", "inputs": [{"name": "input_ids"}]},
-                "shape_profile": ShapeProfile().to_dict(), "tokenizer": {"settings": {"model_max_length": 512}}}
+    manifest = onnx_bundle_manifest("int8-qdq-trt")
     config = EngineConfig(profiles=(ShapeProfile(max_batch=8), ShapeProfile(min_batch=9, opt_batch=16, max_batch=64)),
                           version_compatible=True, exclude_lean_runtime=True, hardware_compatibility="ampere_plus",
                           builder_optimization_level=5, workspace_mb=2048)
@@ -181,8 +179,7 @@ def test_a_refused_timing_cache_is_replaced_by_an_empty_one(monkeypatch, tmp_pat
     monkeypatch.setattr(engine_module, "error_collecting_logger", lambda trt: logger())
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"from another GPU")
-    manifest = {"variant": "fp16", "model": {"format": "onnx", "inputs": [{"name": "input_ids"}]},
-                "shape_profile": ShapeProfile().to_dict(), "tokenizer": {"settings": {"model_max_length": 512}}}
+    manifest = onnx_bundle_manifest("fp16")
     _, info = engine_module.build_plan(machine, tmp_path / "m.onnx", builder_settings(EngineConfig(), manifest), cache)
     assert info == {"timing_cache_reused": False}
     assert [c for c in calls if c[0] == "create_timing_cache"] == [("create_timing_cache", b"from another GPU"),
@@ -196,7 +193,6 @@ def test_parser_and_builder_failures_are_export_errors(monkeypatch, tmp_path, fa
 
     machine, logger = _recording_machine(_Recorder([], **failure))
     monkeypatch.setattr(engine_module, "error_collecting_logger", lambda trt: logger())
-    manifest = {"variant": "fp16", "model": {"format": "onnx", "inputs": [{"name": "input_ids"}]},
-                "shape_profile": ShapeProfile().to_dict(), "tokenizer": {"settings": {"model_max_length": 512}}}
+    manifest = onnx_bundle_manifest("fp16")
     with pytest.raises(ExportError, match=message):
         engine_module.build_plan(machine, tmp_path / "m.onnx", builder_settings(EngineConfig(), manifest), None)

@@ -1,7 +1,7 @@
 """Fused-op counts at the real layer counts: full-size graphs of the five checkpoints' configs (random weights).
 
 A transformers, torch or onnxruntime upgrade can silently change the exported attention pattern and turn
-fusion off (design.md); these counts are the alarm.
+fusion off (docs/design.md#fusion); these counts are the alarm.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from distilrt.errors import VerificationError
 from distilrt.export.assets import SEED_CHECKPOINTS, config_path
 from distilrt.export.config import ExportConfig, FuseConfig
 from distilrt.export.fuse import check_fused_counts, fuse
-from distilrt.export.onnx import export_onnx, resolve_attn_implementation
+from distilrt.export.onnx_export import export_onnx, resolve_attn_implementation
 from distilrt.export.specs import get_spec
+
+pytestmark = pytest.mark.slow  # full-size graphs: ~80 s on 2 cores
 
 # What each full-size graph reaches today (measured with transformers 4.57 sdpa export, onnxruntime 1.31).
 EXPECTED = {

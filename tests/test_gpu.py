@@ -12,6 +12,8 @@ import pytest
 import distilrt
 from distilrt.errors import BackendError, CapabilityError
 
+pytestmark = pytest.mark.gpu  # each test also skips with the reason where no GPU (or TensorRT) is present
+
 
 def _cudart_with_gpu():
     try:
@@ -33,7 +35,7 @@ def _ort_cuda_provider():
 
 
 def _full_tensorrt():
-    from distilrt.export.engine import build_machine
+    from distilrt.export.engines.builder import build_machine
 
     try:
         return build_machine()
@@ -79,21 +81,22 @@ def test_onnxruntime_gpu_backend_matches_the_cpu_backend(tiny_bundles):
         gpu = distilrt.load(build.bundle, backend="onnxruntime-gpu")
         cpu = distilrt.load(build.bundle)
         assert gpu.backend == "onnxruntime-gpu"
-        if build.manifest["task"] == "question-answering":
+        if build.manifest.task == "question-answering":
             kwargs = {"question": "Who wrote it?", "context": "It was written by Ada Lovelace in 1843."}
             got, expected = gpu(**kwargs), cpu(**kwargs)
             assert got["answer"] == expected["answer"], name
             assert abs(got["score"] - expected["score"]) < 1e-3, name
         else:
-            text = f"Paris is the {build.manifest['tokenizer']['settings']['mask_token']} of France."
+            text = f"Paris is the {build.manifest.tokenizer_settings.mask_token} of France."
             assert [p["token"] for p in gpu(text)] == [p["token"] for p in cpu(text)], name
 
 
 def test_engines_are_built_verified_published_and_run(tiny_variant_builds, tmp_path):
     _full_tensorrt()
-    from distilrt.export.config import ENGINE_SOURCES, EngineConfig
-    from distilrt.export.engine_bundles import build_engines
     from conftest import small_variant_options
+
+    from distilrt.export.config import ENGINE_SOURCES, EngineConfig
+    from distilrt.export.engines.stage import build_engines
 
     fp32, _ = tiny_variant_builds["distilbert-base-uncased-distilled-squad"]
     outcomes = build_engines(fp32, tuple(ENGINE_SOURCES), EngineConfig(version_compatible=True),
@@ -104,5 +107,5 @@ def test_engines_are_built_verified_published_and_run(tiny_variant_builds, tmp_p
         assert head.backend in ("tensorrt", "tensorrt_lean")
         answer = head(question="Who wrote it?", context="It was written by Ada Lovelace in 1843.")
         assert set(answer) == {"score", "start", "end", "answer"}
-        assert distilrt.read_bundle(outcome.bundle).manifest["engine"]["timing_cache"]["key"]
+        assert distilrt.read_bundle(outcome.bundle).manifest.engine["timing_cache"]["key"]
     assert list(tmp_path.glob("timing-*.cache")), "the timing cache was not kept"

@@ -28,23 +28,21 @@ import pytest
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
+from conftest import MLM_CHECKPOINTS, QA_CHECKPOINTS, SCORE_ATOL  # noqa: E402
 from torch_backend import TorchBackend  # noqa: E402
 
 from distilrt.errors import UserInputError  # noqa: E402
 from distilrt.export.checkpoint import tokenizer_settings  # noqa: E402
-from distilrt.export.specs import get_spec  # noqa: E402
 from distilrt.export.random_checkpoint import make_random_checkpoint  # noqa: E402
-from distilrt.mlm import FillMask  # noqa: E402
-from distilrt.qa import QuestionAnswerer  # noqa: E402
-from distilrt.tokenize import TokenizerSettings, load_tokenizer  # noqa: E402
+from distilrt.export.specs import get_spec  # noqa: E402
+from distilrt.heads.fill_mask import FillMask  # noqa: E402
+from distilrt.heads.question_answering import QuestionAnswerer  # noqa: E402
+from distilrt.tokenization import TokenizerSettings, load_tokenizer  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "calib" / "data"
 SQUAD_PATH = DATA_DIR / "dev-v1.1.json.gz"
 WIKITEXT_PATH = DATA_DIR / "wikitext-2-valid.txt"
 
-QA_CHECKPOINTS = ["distilbert-base-uncased-distilled-squad", "distilbert-base-cased-distilled-squad"]
-MLM_CHECKPOINTS = ["distilbert-base-uncased", "distilroberta-base", "albert-base-v2"]
-SCORE_TOLERANCE = 1e-4
 BATCH_SIZE = 4  # small, so that the inputs below span several padded batches
 LONG_CONTEXT_CHARS = 3000  # several windows of the default max_seq_len (384 tokens)
 
@@ -156,7 +154,7 @@ def fm(request, tmp_path_factory) -> Subject:
 
 
 def assert_same_outputs(got, expected, where: str = "output") -> None:
-    """Same nesting, keys, types and values; scores within SCORE_TOLERANCE."""
+    """Same nesting, keys, types and values; scores within SCORE_ATOL."""
     if isinstance(expected, list):
         assert isinstance(got, list), f"{where}: expected a list, got {got!r}"
         assert len(got) == len(expected), f"{where}: {len(got)} items, expected {len(expected)}"
@@ -168,7 +166,7 @@ def assert_same_outputs(got, expected, where: str = "output") -> None:
     for key, value in expected.items():
         assert type(got[key]) is type(value), f"{where}[{key!r}]: {type(got[key])} != {type(value)}"
         if key == "score":
-            assert abs(got[key] - value) <= SCORE_TOLERANCE, f"{where}: score {got[key]} != {value}"
+            assert abs(got[key] - value) <= SCORE_ATOL, f"{where}: score {got[key]} != {value}"
         else:
             assert got[key] == value, f"{where}[{key!r}]: {got[key]!r} != {value!r}"
 
@@ -433,7 +431,7 @@ def test_fill_mask_rejects_text_longer_than_the_model_takes(fm):
 
 def test_heads_import_without_torch_or_transformers():
     code = (
-        "import sys, distilrt.qa, distilrt.mlm; "
+        "import sys, distilrt.heads.question_answering, distilrt.heads.fill_mask; "
         "bad = [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules]; "
         "assert not bad, bad"
     )

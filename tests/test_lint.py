@@ -12,13 +12,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import distilrt
-from distilrt.bundle import sha256_file
+from distilrt.cli import main
 from distilrt.errors import BundleError, UserInputError
-from distilrt.export import trt_onnx_ops as trt
 from distilrt.export.assets import SEED_CHECKPOINTS
-from distilrt.export.cli import main
 from distilrt.export.config import ShapeProfile
-from distilrt.export.lint import Finding, LintReport, lint_bundle, lint_model
+from distilrt.export.engines import parser_ops as trt
+from distilrt.export.engines.lint import Finding, LintReport, lint_bundle, lint_model
+from distilrt.files import sha256_file
 
 TENSORRT_READY = ("fp32", "fp16", "int8-qdq-trt")
 TOKEN_INPUT = ("input_ids",)
@@ -97,7 +97,8 @@ def _save(tmp_path, nodes, inputs, outputs, initializers=(), opset=17, domains=(
     graph = helper.make_graph(list(nodes), "lint-case", list(inputs), list(outputs), list(initializers))
     opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
     model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8  # onnx 1.23 writes IR 14, which onnxruntime 1.31 cannot load (design.md)
+    # onnx 1.23 writes IR 14, which onnxruntime 1.31 cannot load (docs/design.md#export-and-attention-implementation)
+    model.ir_version = 8
     path = tmp_path / name
     onnx.save(model, str(path))
     return path
@@ -306,41 +307,38 @@ def test_the_operator_list_is_consistent():
 # --- bundles that are not plain ONNX bundles --------------------------------------------------------------
 
 
-def _copy_with_model(source, destination, model_file: str, content: bytes | None = None):
-    """A copy of a bundle whose manifest names ``model_file`` as its model (with its hash)."""
+def _engine_copy(source, destination, *, keep_onnx: bool = True):
+    """A copy of an ONNX bundle made into an engine bundle: model.plan as its model (never read here), and the
+    ONNX as its fallback, or no ONNX at all."""
     shutil.copytree(source, destination)
-    path = destination / model_file
-    if content is not None:
-        path.write_bytes(content)
-    elif model_file != "model.onnx":
-        (destination / "model.onnx").rename(path)
+    (destination / "model.plan").write_bytes(b"not really an engine")
     manifest = json.loads((destination / "manifest.json").read_text())
-    if not (destination / "model.onnx").exists():
+    manifest["model"].update(file="model.plan", format="tensorrt-plan", backend="tensorrt")
+    manifest["files"]["model.plan"] = sha256_file(destination / "model.plan")
+    if keep_onnx:
+        manifest["fallback"] = {"file": "model.onnx", "format": "onnx", "backend": "onnxruntime"}
+    else:
+        (destination / "model.onnx").unlink()
         del manifest["files"]["model.onnx"]
-    manifest["model"]["file"] = model_file
-    manifest["files"][model_file] = sha256_file(path)
     (destination / "manifest.json").write_text(json.dumps(manifest))
     return destination
 
 
 def test_an_engine_bundle_is_linted_through_its_onnx(tiny_variant_builds, tmp_path):
     source = _bundle(tiny_variant_builds, "distilbert-base-uncased", "int8-qdq-trt")
-    engine = _copy_with_model(source, tmp_path / "engine", "model.plan", content=b"not really an engine")
+    engine = _engine_copy(source, tmp_path / "engine")
     report = lint_bundle(engine)
     assert report and report.model == str(engine / "model.onnx")
     (engine / "model.onnx").unlink()
-    manifest = json.loads((engine / "manifest.json").read_text())
-    del manifest["files"]["model.onnx"]
-    (engine / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="lacks model.onnx"):
+    with pytest.raises(BundleError, match="missing model.onnx"):
         lint_bundle(engine)
 
 
-def test_a_bundle_that_is_not_onnx_is_a_user_error(tiny_variant_builds, tmp_path):
+def test_a_bundle_without_onnx_is_a_user_error(tiny_variant_builds, tmp_path):
     source = _bundle(tiny_variant_builds, "distilbert-base-uncased", "fp32")
-    other = _copy_with_model(source, tmp_path / "other", "model.bin")
-    assert distilrt.read_bundle(other).model_path.name == "model.bin"
-    with pytest.raises(UserInputError, match="not an ONNX model"):
+    other = _engine_copy(source, tmp_path / "other", keep_onnx=False)
+    assert distilrt.read_bundle(other).onnx_path is None
+    with pytest.raises(UserInputError, match="no ONNX model"):
         lint_bundle(other)
 
 

@@ -10,12 +10,12 @@ import stat
 
 import pytest
 
+from distilrt.bench.regression import accuracy_noise, compare_reports
+from distilrt.bench.report import build_report, render_markdown, write_report
+from distilrt.bench.runner import BENCH_SCHEMA, add_ratios
+from distilrt.cli import main
 from distilrt.errors import UserInputError
-from distilrt.export.bench import BENCH_SCHEMA, add_ratios
-from distilrt.export.cli import main
-from distilrt.export.publish import replace_dir, staging_dir
-from distilrt.export.regression import accuracy_noise, compare_reports
-from distilrt.export.report import build_report, render_markdown, write_report
+from distilrt.files import replace_dir, staging_dir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CELLS = [(mode, batch, sequence) for mode in ("model", "end_to_end") for batch in (1, 8) for sequence in (128, 384)]

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import textwrap
 
-BLOCKED = ("torch", "transformers", "onnx", "optimum", "polygraphy")
+from conftest import BUILD_TIME_PACKAGES
+
+BLOCKED = BUILD_TIME_PACKAGES
 
 SCRIPT = textwrap.dedent(
     """

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import QA_CHECKPOINTS, small_variant_options
 
 import distilrt
-from conftest import QA_CHECKPOINTS, small_variant_options
 from distilrt.export.assets import SEED_CHECKPOINTS
 from distilrt.export.config import GATES, Gate
 from distilrt.export.variants import VARIANTS, build_variants
@@ -50,21 +50,21 @@ def test_variant_manifests_record_their_stages(tiny_variant_builds, name):
         if not outcome.published:
             continue
         manifest = distilrt.read_bundle(outcome.bundle).manifest
-        assert manifest["variant"] == variant
-        assert manifest["stages"]["derived_from"]["sha256"] == fp32.manifest["files"]["model.onnx"]
-        assert manifest["verification"]["passed"] is True
-        assert manifest["stages"]["gate"] == GATES["int8" if variant.startswith("int8") else variant].to_dict()
+        assert manifest.variant == variant
+        assert manifest.stage("derived_from")["sha256"] == fp32.manifest.onnx_sha256
+        assert manifest.verification["passed"] is True
+        assert manifest.stage("gate") == GATES["int8" if variant.startswith("int8") else variant].to_dict()
         if variant in ("fused", "int8-dynamic"):
-            assert manifest["fused_ops"]["Attention"] >= 1 and "fuse" in manifest["stages"]
+            assert manifest.fused_ops["Attention"] >= 1 and manifest.stage("fuse") is not None
         else:
-            assert manifest["fused_ops"] is None
+            assert manifest.fused_ops is None
         if variant.startswith("int8-qdq"):
-            assert manifest["calibration"] == outcome.calibration
-            assert manifest["stages"]["precision"]["calibration_method"] == "Percentile"
-            assert manifest["stages"]["precision"]["keep_float"]
+            assert manifest.calibration == outcome.calibration
+            assert manifest.stage("precision")["calibration_method"] == "Percentile"
+            assert manifest.stage("precision")["keep_float"]
         else:
-            assert manifest["calibration"] is None
-        assert manifest["verification"]["figures"]["evaluation_set"]["split"] == "evaluation"
+            assert manifest.calibration is None
+        assert manifest.verification["figures"]["evaluation_set"]["split"] == "evaluation"
 
 
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))
@@ -76,7 +76,7 @@ def test_published_variants_run_in_the_runtime(tiny_variant_builds, name):
             result = head(question="Who wrote it?", context="It was written by Ada Lovelace in 1843.")
             assert set(result) == {"score", "start", "end", "answer"}
         else:
-            mask = distilrt.read_bundle(outcome.bundle).manifest["tokenizer"]["settings"]["mask_token"]
+            mask = distilrt.read_bundle(outcome.bundle).manifest.tokenizer_settings.mask_token
             assert len(head(f"Paris is the {mask} of France.", top_k=3)) == 3
 
 
@@ -90,10 +90,10 @@ def static_int8_graphs(tiny_bundles, tmp_path_factory):
 
     graphs = {}
     for name, result in tiny_bundles.items():
-        spec = get_spec(result.manifest["architecture"])
+        spec = get_spec(result.manifest.architecture)
         head = distilrt.load(result.bundle)
         calibration = calibration_set(head, CalibConfig(size=16, max_seq_len=128), spec.input_names)
-        feeds = pad_to_common_length(calibration.feeds, result.manifest["tokenizer"]["settings"]["pad_token_id"])
+        feeds = pad_to_common_length(calibration.feeds, result.manifest.tokenizer_settings.pad_token_id)
         for variant in ("int8-qdq", "int8-qdq-trt"):
             target = tmp_path_factory.mktemp(variant) / "model.onnx"
             convert(precision_config(variant, spec, "Percentile"), result.bundle / "model.onnx", target, feeds)
@@ -204,7 +204,7 @@ def test_a_variant_that_misses_its_gate_is_not_published(tiny_variant_builds, tm
 
 def test_a_variant_rebuilds_from_its_manifest_alone(tiny_variant_builds, tmp_path, capsys):
     """fp32 is rebuilt first, then the variant with the recorded fuse/precision/calibration/gate configs."""
-    from distilrt.export.cli import main
+    from distilrt.cli import main
 
     _, outcomes = _outcomes(tiny_variant_builds, "albert-base-v2")
     original = outcomes["int8-qdq-trt"].bundle

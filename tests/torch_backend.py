@@ -7,7 +7,7 @@ difference in the outputs comes from the heads' pre- and post-processing, not fr
 from __future__ import annotations
 
 import inspect
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch

@@ -48,7 +48,7 @@ class FusionSpec:
 @dataclass(frozen=True)
 class Int8Recipe:
     """Which ops get int8 Q/DQ. Quantizing only MatMul inputs keeps LayerNorm, GELU, Softmax, the residual
-    Adds and the embedding Gathers in float: quantizing every op wrecks BERT-family accuracy (design.md).
+    Adds and the embedding Gathers in float: quantizing every op wrecks BERT-family accuracy (docs/design.md#quantization).
 
     ``keep_float`` are substrings of exported node names kept in float as well: the task heads (their
     output is the answer itself; the MLM decoder is the tied word-embedding matrix) and embedding projections.

@@ -1,4 +1,4 @@
-"""DistilBERT: no token_type_ids; everything fuses (design.md: 6/6 Attention, EmbedLayerNorm, 12 SkipLayerNorm,
+"""DistilBERT: no token_type_ids; everything fuses (docs/design.md#fusion: 6/6 Attention, EmbedLayerNorm, 12 SkipLayerNorm,
 6 BiasGelu at full size)."""
 
 from distilrt.export.specs import FILL_MASK, QUESTION_ANSWERING, ArchitectureSpec, FusionSpec, Int8Recipe, register

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from distilrt.errors import CapabilityError, IncompatibleEngineError, UnsupportedError, UserInputError
+from distilrt.manifest import ENGINE_FORMAT
 
 
 class Backend(Protocol):
@@ -20,6 +22,22 @@ class Backend(Protocol):
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
+    def close(self) -> None: ...
+
+
+class ClosableModel:
+    """``with`` support for backends: ``close()`` frees the session or the GPU buffers when the caller is done,
+    instead of whenever the garbage collector gets to them."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 # backend name -> (module under distilrt.backends, its opening function, the model format it runs)
 _BACKENDS = {
@@ -28,7 +46,6 @@ _BACKENDS = {
     "tensorrt": ("tensorrt", "open_model", "tensorrt-plan"),  # full TensorRT if installed, else tensorrt_lean
     "tensorrt_lean": ("tensorrt", "open_model", "tensorrt-plan"),
 }
-ENGINE_FORMAT = "tensorrt-plan"
 
 
 def supported_backends() -> tuple[str, ...]:
@@ -49,25 +66,17 @@ def open_bundle_model(bundle, name: str, **options) -> Backend:
     bundle keeps the ONNX it was built from) for ONNX Runtime. Engines are checked against this machine
     first; an engine it cannot run raises IncompatibleEngineError saying what each side has."""
     _, _, model_format = _backend(name)
-    model = bundle.manifest["model"]
     if model_format == ENGINE_FORMAT:
-        if model["format"] != ENGINE_FORMAT:
+        if not bundle.manifest.is_engine:
             raise UserInputError(f"{bundle.path} holds an ONNX model and backend {name!r} runs TensorRT engines; "
                                  "build an engine bundle with `distilrt engine`, or use backend='onnxruntime'")
         _check_engine_runs_here(bundle, name, options)
-        options = {**options, "engine_host_code_allowed": bool(bundle.manifest["engine"]["version_compatible"])}
+        options = {**options, "engine_host_code_allowed": bool(bundle.manifest.engine["version_compatible"])}
         return open_backend(name, bundle.model_path, **options)
-    return open_backend(name, bundle.path / _onnx_file(bundle), **options)
-
-
-def _onnx_file(bundle) -> str:
-    model = bundle.manifest["model"]
-    if model["format"] == "onnx":
-        return model["file"]
-    fallback = bundle.manifest.get("fallback")
-    if not fallback:
-        raise UserInputError(f"{bundle.path} holds a {model['format']} model and no ONNX to run with ONNX Runtime")
-    return fallback["file"]
+    if bundle.onnx_path is None:
+        raise UserInputError(f"{bundle.path} holds a {bundle.manifest.model_file.format} model and no ONNX to run "
+                             "with ONNX Runtime")
+    return open_backend(name, bundle.onnx_path, **options)
 
 
 def _check_engine_runs_here(bundle, name: str, options) -> None:
@@ -76,7 +85,7 @@ def _check_engine_runs_here(bundle, name: str, options) -> None:
 
     module = "tensorrt_lean" if name == "tensorrt_lean" else options.get("module", "auto")
     machine = machine_record(module, options.get("device", 0))
-    problems = engine_problems(bundle.manifest["engine"], machine)
+    problems = engine_problems(bundle.manifest.engine, machine)
     if problems:
         raise IncompatibleEngineError(
             f"the engine in {bundle.path} cannot run on this machine: {'; '.join(problems)}. Rebuild it here with "

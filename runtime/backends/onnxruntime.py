@@ -6,17 +6,18 @@ GPU backend checks that the module it finds has the CUDA provider and that the s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
+from distilrt.backends import ClosableModel
 from distilrt.errors import BackendError, CapabilityError, UserInputError
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-class OnnxRuntimeModel:
+class OnnxRuntimeModel(ClosableModel):
     def __init__(self, session, name: str = "onnxruntime"):
         self.name = name
         self._session = session
@@ -29,6 +30,8 @@ class OnnxRuntimeModel:
             raise UserInputError(
                 f"model inputs {sorted(missing)} were not given; the model takes {list(self.input_names)}"
             )
+        if self._session is None:
+            raise BackendError(f"this {self.name} model was closed; load the bundle again to run it")
         inputs = {name: np.ascontiguousarray(feed[name], dtype=np.int64) for name in self.input_names}
         try:
             outputs = self._session.run(list(self.output_names), inputs)
@@ -36,6 +39,10 @@ class OnnxRuntimeModel:
             shapes = {k: v.shape for k, v in inputs.items()}
             raise BackendError(f"onnxruntime failed to run the model on inputs of shapes {shapes}: {e}") from e
         return dict(zip(self.output_names, outputs))
+
+    def close(self) -> None:
+        """Release the session (ONNX Runtime frees its memory when the last reference goes)."""
+        self._session = None
 
 
 def open_model(

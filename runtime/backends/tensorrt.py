@@ -16,12 +16,13 @@ execute_async_v3, nptype.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
+from distilrt.backends import ClosableModel
 from distilrt.errors import BackendError, CapabilityError, UserInputError
 
 RUNTIME_MODULES = ("tensorrt", "tensorrt_lean")
@@ -120,7 +121,7 @@ class _ProfileState:
     capacity: dict  # tensor name -> bytes allocated
 
 
-class TensorRTModel:
+class TensorRTModel(ClosableModel):
     def __init__(self, trt, cudart, engine, module_name: str):
         self.name = module_name
         self._trt, self._cudart, self._engine = trt, cudart, engine

@@ -2,7 +2,7 @@
 PyTorch (and Optimum's ONNX Runtime models, when installed) measured in the same run.
 
 Bundles are grouped by checkpoint. Per checkpoint the references run once and every bundle runs over every
-(mode, batch, sequence) cell; each runner in its own process (bench_worker), so its peak memory is its own.
+(mode, batch, sequence) cell; each runner in its own process (bench/worker.py), so its peak memory is its own.
 Every distilrt figure then gets its ratio to the reference's figure of the same cell: a ratio measured side by
 side on one machine means something on any machine, a bare latency only on the machine that measured it.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distilrt.bundle import Bundle, read_bundle, sha256_file
+from distilrt.bench.inputs import mlm_texts, qa_examples
+from distilrt.bench.worker import PROGRESS_PREFIX
+from distilrt.bundle import Bundle, read_bundle
+from distilrt.config import StageConfig, is_int
 from distilrt.errors import CapabilityError, DistilrtError, UserInputError, one_line
-from distilrt.export.bench_inputs import mlm_texts, qa_examples
-from distilrt.export.bench_worker import PROGRESS_PREFIX
-from distilrt.export.build import Progress, package_version, print_progress, tool_versions
-from distilrt.export.config import StageConfig
-from distilrt.tokenize import load_tokenizer
+from distilrt.files import sha256_file
+from distilrt.manifest import Manifest
+from distilrt.progress import Progress, print_progress
+from distilrt.provenance import host_record, package_version, tool_versions
+from distilrt.tokenization import load_tokenizer
 
 BENCH_SCHEMA = "distilrt-bench/1"
 MODES = ("model", "end_to_end")
@@ -53,14 +55,14 @@ class BenchConfig(StageConfig):
 
     def __post_init__(self):
         for name, values, minimum in (("batches", self.batches, 1), ("sequences", self.sequences, MIN_SEQUENCE)):
-            if not values or not all(_is_int(v) and v >= minimum for v in values):
+            if not values or not all(is_int(v) and v >= minimum for v in values):
                 raise UserInputError(f"{name} must be one or more integers of at least {minimum}, got {values!r}")
         for name, value, minimum in (("warmup", self.warmup, 0), ("repeats", self.repeats, 1)):
-            if not _is_int(value) or value < minimum:
+            if not is_int(value) or value < minimum:
                 raise UserInputError(f"{name} must be an integer of at least {minimum}, got {value!r}")
         if not isinstance(self.max_seconds_per_cell, (int, float)) or self.max_seconds_per_cell <= 0:
             raise UserInputError(f"max_seconds_per_cell must be a positive number, got {self.max_seconds_per_cell!r}")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+        if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
             raise UserInputError(f"threads must be a positive integer or None (all cores), got {self.threads!r}")
         for name, values, known, allow_empty in (("modes", self.modes, MODES, False),
                                                  ("references", self.references, REFERENCES, True)):
@@ -76,16 +78,13 @@ class BenchConfig(StageConfig):
                 for sequence in dict.fromkeys(self.sequences)]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progress = print_progress) -> dict:
     """Benchmark the bundles (bundle directories, or a checkpoint's artifacts directory for all its bundles)."""
     opened = [read_bundle(path, check_hashes=False) for path in bundle_paths(bundles)]  # the workers check hashes
     groups: dict[str, list[Bundle]] = {}
     for bundle in opened:
-        groups.setdefault(bundle.manifest["source"]["id"], []).append(bundle)
+        groups.setdefault(bundle.manifest.source.id, []).append(bundle)
     results = []
     with tempfile.TemporaryDirectory(prefix="distilrt-bench-") as scratch:
         for index, group in enumerate(groups.values()):
@@ -94,7 +93,7 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
     return {
         "schema": BENCH_SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_record(),
+        "machine": host_record(),
         "settings": {**config.to_dict(), "threads": config.resolved_threads, "min_timed_runs": min(MIN_TIMED_RUNS, config.repeats),
                      "thread_env": thread_env(config.resolved_threads),
                      "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
@@ -123,20 +122,20 @@ def bundle_paths(paths) -> list[Path]:
     return found
 
 
-def checkpoint_name(manifest: dict) -> str:
+def checkpoint_name(manifest: Manifest) -> str:
     """The name the reports key a checkpoint by: the same on every machine, wherever the checkpoint was."""
-    return Path(manifest["source"]["id"].rstrip("/")).name
+    return Manifest(manifest).source.name
 
 
 def bundle_record(bundle: Bundle) -> dict:
     """What the report needs of a bundle, so that it can be made without the bundle: its accuracy figures."""
     manifest = bundle.manifest
-    return {"checkpoint": checkpoint_name(manifest), "checkpoint_id": manifest["source"]["id"],
+    return {"checkpoint": checkpoint_name(manifest), "checkpoint_id": manifest.source.id,
             "variant": bundle.variant, "bundle": str(bundle.path), "task": bundle.task,
-            "architecture": manifest["architecture"], "backend": manifest["model"]["backend"],
-            "random_weights": bool(manifest["source"].get("random_weights")),
+            "architecture": manifest.architecture, "backend": manifest.model_file.backend,
+            "random_weights": manifest.source.random_weights,
             "model_mb": bundle.model_path.stat().st_size / 2**20 if bundle.model_path.is_file() else None,
-            "verification": manifest.get("verification")}
+            "verification": manifest.verification}
 
 
 class _CheckpointBench:
@@ -160,8 +159,8 @@ class _CheckpointBench:
             rows += self._reference(reference)
         for bundle in self.bundles:
             identity = {"runner": "distilrt", "variant": bundle.variant, "bundle": str(bundle.path),
-                        "backend": bundle.manifest["model"]["backend"]}
-            limit = min(self.settings.model_max_length, bundle.manifest["shape_profile"]["max_sequence"])
+                        "backend": bundle.manifest.model_file.backend}
+            limit = min(self.settings.model_max_length, bundle.manifest.shape_profile["max_sequence"])
             rows += self._runner(identity, {"bundle": str(bundle.path)}, limit, "the bundle's shape profile")
         return rows
 
@@ -176,7 +175,7 @@ class _CheckpointBench:
             return self._skipped(identity, checkpoint)
         identity["checkpoint_dir"] = str(checkpoint)
         identity["checkpoint_matches_bundle"] = sha256_file(checkpoint / "config.json") == \
-            self.manifest["source"].get("config_sha256")
+            self.manifest.source.config_sha256
         return self._runner(identity, {"checkpoint": str(checkpoint)}, self.settings.model_max_length,
                             "the model's position embeddings")
 
@@ -221,7 +220,7 @@ class _CheckpointBench:
     def _spec(self) -> dict:
         first = self.bundles[0]
         return {"task": first.task, "input_names": list(first.input_names),
-                "vocab_size": self.manifest["model"]["vocab_size"], "threads": self.config.resolved_threads,
+                "vocab_size": self.manifest.vocab_size, "threads": self.config.resolved_threads,
                 "warmup": self.config.warmup, "repeats": self.config.repeats,
                 "max_seconds": self.config.max_seconds_per_cell, "min_runs": min(MIN_TIMED_RUNS, self.config.repeats),
                 "seed": self.config.seed}
@@ -242,7 +241,7 @@ class _CheckpointBench:
                 for mode, batch, sequence in self.config.cells()]
 
     def _row(self, identity: dict, mode: str, batch: int, sequence: int, **figures) -> dict:
-        row = {"checkpoint": self.name, "checkpoint_id": self.manifest["source"]["id"], **identity,
+        row = {"checkpoint": self.name, "checkpoint_id": self.manifest.source.id, **identity,
                "mode": mode, "batch": batch, "sequence": sequence, "repeats": 0, "latency_ms": None,
                "throughput_seq_per_s": None, "peak_rss_mb": None, "ratios": None, "skipped_reason": None,
                "failed": False}
@@ -258,13 +257,14 @@ def optimum_installed() -> bool:
         return False
 
 
-def reference_checkpoint(manifest: dict, scratch: Path, progress: Progress = print_progress) -> Path:
+def reference_checkpoint(manifest: Manifest, scratch: Path, progress: Progress = print_progress) -> Path:
     """The checkpoint the references load: the source directory if it is here; a RANDOM-weight stand-in made
     again from its recipe; else the hub id (CheckpointError when offline or unknown)."""
-    source = manifest["source"]
-    if Path(source["id"]).is_dir():
-        return Path(source["id"])
-    recipe = source.get("stand_in")
+    manifest = Manifest(manifest)
+    source = manifest.source
+    if Path(source.id).is_dir():
+        return Path(source.id)
+    recipe = source.stand_in
     try:
         if recipe:
             from distilrt.export.random_checkpoint import make_random_checkpoint
@@ -274,7 +274,7 @@ def reference_checkpoint(manifest: dict, scratch: Path, progress: Progress = pri
                                           head_scale=recipe["head_scale"])
         from distilrt.export.checkpoint import resolve_checkpoint
 
-        return resolve_checkpoint(source["id"], task=manifest["task"], revision=source.get("revision")).directory
+        return resolve_checkpoint(source.id, task=manifest.task, revision=source.revision).directory
     except ImportError as e:
         raise CapabilityError(f"the PyTorch reference needs torch and transformers ({e}): "
                               "pip install distilrt[export]") from e
@@ -284,7 +284,7 @@ def run_worker(spec: dict, spec_path: Path, progress: Progress) -> dict:
     """Run one runner in its own process; forward its progress lines; its result, or why it failed."""
     out_path = spec_path.with_name(spec_path.name.replace("-spec", "-out"))
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    command = [sys.executable, "-m", "distilrt.export.bench_worker", str(spec_path), str(out_path)]
+    command = [sys.executable, "-m", "distilrt.bench.worker", str(spec_path), str(out_path)]
     tail: deque[str] = deque(maxlen=20)  # the end of stderr, to say why a worker failed
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, **thread_env(spec["threads"])})
@@ -328,29 +328,3 @@ def add_ratios(results: list[dict]) -> None:
 
 def _ratio(reference: float | None, value: float) -> float | None:
     return None if reference is None or value <= 0 else reference / value
-
-
-def machine_record() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
-            "cores": os.cpu_count(),
-            "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "memory_gb": _total_memory_gb(),
-            # Other work on the machine changes latencies; the load at the start says whether there was some.
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _total_memory_gb() -> float | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (AttributeError, ValueError, OSError):
-        return None

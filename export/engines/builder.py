@@ -1,7 +1,7 @@
 """Build a TensorRT engine from an ONNX file: the only module that touches TensorRT's builder.
 
 Thin on purpose. Full TensorRT cannot be installed where distilrt is built and tested, so nothing here can run
-in CI: every decision is made in engine_settings.builder_settings (plain data, tested exhaustively) and this
+in CI: every decision is made in settings.builder_settings (plain data, tested exhaustively) and this
 module turns each field into one builder call. The calls were checked against the TensorRT 11 Python API
 documentation; docs/tensorrt.md lists the pages.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 
 from distilrt.backends.tensorrt import error_collecting_logger, gpu_record, import_cudart
 from distilrt.errors import BackendError, CapabilityError, ExportError
-from distilrt.export.engine_settings import BuilderSettings, timing_cache_key
+from distilrt.export.engines.settings import BuilderSettings, timing_cache_key
+from distilrt.files import cache_dir
 
-DEFAULT_TIMING_CACHE_DIR = Path(os.environ.get("DISTILRT_CACHE_DIR", Path.home() / ".cache" / "distilrt")) / "tensorrt"
+DEFAULT_TIMING_CACHE_DIR = cache_dir("tensorrt")
 
 
 @dataclass(frozen=True)

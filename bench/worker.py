@@ -1,6 +1,6 @@
 """One benchmark runner in its own process, so that its peak memory is its own:
 
-    python -m distilrt.export.bench_worker SPEC.json OUT.json
+    python -m distilrt.bench.worker SPEC.json OUT.json
 
 A runner is one bundle on the distilrt runtime, the transformers pipeline on PyTorch, or Optimum's ONNX Runtime
 model classes. It times every cell of the spec (mode, batch, sequence) after warm-up and writes the figures,
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distilrt.calib.synthetic import full_feed
 from distilrt.errors import DistilrtError, one_line
-from distilrt.export.bench_inputs import random_feed
 
 PROGRESS_PREFIX = "distilrt-bench-progress: "
 
@@ -38,7 +38,7 @@ class DistilrtRunner:
         from distilrt.backends import open_bundle_model
 
         self._bundle = distilrt.read_bundle(spec["bundle"])
-        self.backend = self._bundle.manifest["model"]["backend"]
+        self.backend = self._bundle.manifest.model_file.backend
         # Only ONNX Runtime takes a thread count; TensorRT runs on the GPU.
         options = {"intra_op_num_threads": spec["threads"]} if self.backend.startswith("onnxruntime") else {}
         self._model = open_bundle_model(self._bundle, self.backend, **options)
@@ -139,7 +139,7 @@ def _time_cell(runner, spec: dict, cell: dict) -> dict:
     record = {"mode": mode, "batch": batch, "sequence": sequence}
     try:
         if mode == "model":
-            call = runner.model_call(random_feed(spec["input_names"], batch, sequence, spec["vocab_size"], spec["seed"]))
+            call = runner.model_call(full_feed(spec["input_names"], batch, sequence, spec["vocab_size"], spec["seed"]))
         else:
             call = runner.end_to_end_call(spec["task"], batch, sequence, cell["inputs"])
         times = time_calls(call, spec["warmup"], spec["repeats"], spec["max_seconds"], spec["min_runs"])

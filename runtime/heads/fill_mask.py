@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from distilrt.config import check_int
 from distilrt.errors import UnsupportedError, UserInputError
-from distilrt.tokenize import TokenizerSettings, private_copy, run_in_batches
+from distilrt.heads.base import TaskHead
+from distilrt.tokenization import TokenizerSettings
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class FillMask:
+class FillMask(TaskHead):
     """Predicts the tokens behind mask tokens, like ``pipeline("fill-mask")``.
 
     ``fm(text)`` gives a list of ``{"score", "token", "token_str", "sequence"}`` for the text's mask token,
@@ -36,16 +38,7 @@ class FillMask:
     ):
         if settings.mask_token is None or settings.mask_token_id is None:
             raise UnsupportedError("this tokenizer defines no mask token, so its model cannot fill masks")
-        _check_positive_int("batch_size", batch_size)
-        self._backend = backend
-        self._tokenizer = private_copy(tokenizer)
-        self._settings = settings
-        self._batch_size = batch_size
-
-    @property
-    def backend(self) -> str:
-        """The backend that runs the model (after a fallback, the one that actually runs)."""
-        return self._backend.name
+        super().__init__(backend, tokenizer, settings, batch_size=batch_size)
 
     def __call__(
         self,
@@ -59,7 +52,7 @@ class FillMask:
             raise UserInputError(
                 f"unknown keyword argument(s) {sorted(unknown)}; fill-mask takes top_k and targets"
             )
-        _check_positive_int("top_k", top_k)
+        check_int("top_k", top_k, minimum=1)
         texts = _texts(inputs)
         target_ids = None if targets is None else self._target_ids(targets)
         if target_ids is not None:
@@ -67,20 +60,12 @@ class FillMask:
         encodings = self._tokenizer.encode_batch(texts)
         for index, encoding in enumerate(encodings):
             self._check_encoding(encoding, index if isinstance(inputs, list) else None)
-        outputs = run_in_batches(self._backend, encodings, self._settings, self._batch_size)
+        outputs = self._run(encodings)
         results = [
             self._predictions(np.array(encoding.ids), output["logits"], top_k, target_ids)
             for encoding, output in zip(encodings, outputs)
         ]
         return results[0] if len(results) == 1 else results
-
-    @property
-    def tokenizer_settings(self) -> TokenizerSettings:
-        return self._settings
-
-    def tokenizer_copy(self) -> Tokenizer:
-        """An independent copy of the head's tokenizer (padding and truncation off), to encode as the head does."""
-        return private_copy(self._tokenizer)
 
     def _check_encoding(self, encoding: Encoding, index: int | None) -> None:
         where = "" if index is None else f" (text {index})"
@@ -191,11 +176,6 @@ def _texts(inputs) -> list[str]:
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         raise UserInputError(f"fill-mask takes a string or a list of strings, got {type(inputs).__name__}")
     return texts
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

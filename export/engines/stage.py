@@ -17,35 +17,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from distilrt.bundle import read_bundle
+from distilrt.bundle import Bundle, read_bundle
 from distilrt.errors import CapabilityError, DistilrtError, ExportError, VerificationError
-from distilrt.export.build import BuildResult, Progress, print_progress
 from distilrt.export.config import EngineConfig, ShapeProfile, engine_variant, gate_key
-from distilrt.export.engine import DEFAULT_TIMING_CACHE_DIR, BuildMachine, build_machine, build_plan
-from distilrt.export.engine_settings import BuilderSettings, builder_settings, timing_cache_key
-from distilrt.export.lint import LintReport, lint_bundle
-from distilrt.export.publish import staging_dir
-from distilrt.export.variants import Reference, VariantOptions, VariantOutcome
+from distilrt.export.derived_bundles import Reference, VariantOptions, VariantOutcome
+from distilrt.export.engines.builder import DEFAULT_TIMING_CACHE_DIR, BuildMachine, build_machine, build_plan
+from distilrt.export.engines.lint import LintReport, lint_bundle
+from distilrt.export.engines.settings import BuilderSettings, builder_settings, timing_cache_key
+from distilrt.files import staging_dir
+from distilrt.manifest import ENGINE_FORMAT, Manifest
+from distilrt.progress import Progress, print_progress
 
 ENGINE_FILE = "model.plan"
 
 
 @dataclass(frozen=True)
 class _Planned:
-    source: Path
-    manifest: dict
+    source: Bundle
     settings: BuilderSettings
     lint: LintReport
 
 
-def build_engines(fp32: BuildResult, sources: tuple[str, ...], config: EngineConfig = EngineConfig(),
+def build_engines(fp32: Bundle, sources: tuple[str, ...], config: EngineConfig = EngineConfig(),
                   options: VariantOptions = VariantOptions(), *,
                   timing_cache_dir: Path | None = DEFAULT_TIMING_CACHE_DIR, device: int = 0,
                   progress: Progress = print_progress) -> list[VariantOutcome]:
     """An engine from each published source variant beside ``fp32``; never raises for one that cannot be built."""
     outcomes, planned = [], []
     for source in sources:
-        result = _plan(fp32.bundle.parent / source, source, config, progress)
+        result = _plan(fp32.path.parent / source, source, config, progress)
         (planned if isinstance(result, _Planned) else outcomes).append(result)
     if not planned:
         return outcomes
@@ -53,7 +53,7 @@ def build_engines(fp32: BuildResult, sources: tuple[str, ...], config: EngineCon
         machine = build_machine(device)
     except CapabilityError as e:
         progress(f"engines not built: {e}")
-        return outcomes + [VariantOutcome(engine_variant(p.manifest["variant"]), False, None, 0.0,
+        return outcomes + [VariantOutcome(engine_variant(p.source.variant), False, None, 0.0,
                                           reason=f"not built: {e}", skipped=True) for p in planned]
     reference = Reference(fp32, options, progress)
     return outcomes + [_build_one(reference, p, config, machine, options, timing_cache_dir, device, progress)
@@ -75,7 +75,7 @@ def _plan(source: Path, source_variant: str, config: EngineConfig, progress: Pro
         return VariantOutcome(variant, False, None, 0.0,
                               reason=f"`distilrt lint` rejected {source}: {lint.summary()}")
     progress(f"{variant}: {source} is ready for TensorRT (lint clean)")
-    return _Planned(source, bundle.manifest, settings, lint)
+    return _Planned(bundle, settings, lint)
 
 
 def _build_one(reference: Reference, planned: _Planned, config: EngineConfig, machine: BuildMachine,
@@ -84,20 +84,21 @@ def _build_one(reference: Reference, planned: _Planned, config: EngineConfig, ma
     from distilrt.backends.tensorrt import open_model
 
     started = time.perf_counter()
-    variant = engine_variant(planned.manifest["variant"])
-    destination = planned.source.parent / variant
+    variant = engine_variant(planned.source.variant)
+    destination = planned.source.path.parent / variant
+    onnx_path = planned.source.onnx_path
     gate = options.gates[gate_key(variant)]
     timing_cache = None if timing_cache_dir is None else machine.timing_cache_path(timing_cache_dir)
     try:
         with staging_dir(destination) as staging:
             progress(f"{variant}: building with TensorRT {machine.version} on {machine.gpu['name']}")
             try:
-                plan, build_info = build_plan(machine, planned.source / "model.onnx", planned.settings, timing_cache)
+                plan, build_info = build_plan(machine, onnx_path, planned.settings, timing_cache)
             except ExportError as e:
-                raise ExportError(f"{e}; {reduce_hint(planned.source / 'model.onnx', planned.settings)}") from e
+                raise ExportError(f"{e}; {reduce_hint(onnx_path, planned.settings)}") from e
             (staging / ENGINE_FILE).write_bytes(plan)
-            for name in ("model.onnx", "tokenizer.json"):
-                shutil.copy(planned.source / name, staging / name)
+            for name in (planned.source.manifest.onnx_file, planned.source.manifest.tokenizer_file):
+                shutil.copy(planned.source.path / name, staging / name)
             manifest = _engine_manifest(planned, config, machine, build_info, gate)
             engine = open_model(staging / ENGINE_FILE, module="tensorrt", device=device,
                                 engine_host_code_allowed=config.version_compatible)
@@ -106,7 +107,7 @@ def _build_one(reference: Reference, planned: _Planned, config: EngineConfig, ma
                     staging, destination, engine, manifest, gate, {"lint": planned.lint.to_dict()},
                     f"tensorrt {variant} ({machine.gpu['name']})", progress)
             except VerificationError as e:
-                raise VerificationError(f"{e}; {reduce_hint(planned.source / 'model.onnx', planned.settings)}",
+                raise VerificationError(f"{e}; {reduce_hint(onnx_path, planned.settings)}",
                                         result=e.result) from e
             finally:
                 engine.close()
@@ -115,22 +116,23 @@ def _build_one(reference: Reference, planned: _Planned, config: EngineConfig, ma
         return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict())
     except DistilrtError as e:
         progress(f"{variant}: NOT published: {e}")
-        gate_result = e.result if isinstance(e, VerificationError) and isinstance(e.result, dict) else None
-        return VariantOutcome(variant, False, None, time.perf_counter() - started, None, gate_result, str(e))
+        return VariantOutcome.failed(variant, e, time.perf_counter() - started)
 
 
 def _engine_manifest(planned: _Planned, config: EngineConfig, machine: BuildMachine, build_info: dict,
                      gate) -> dict:
-    source = planned.manifest
+    source: Manifest = planned.source.manifest
     gpu = machine.gpu
-    manifest = {key: value for key, value in source.items() if key not in ("files", "verification")}
-    manifest.update({
-        "variant": engine_variant(source["variant"]),
-        "model": {**source["model"], "file": ENGINE_FILE, "format": "tensorrt-plan", "backend": "tensorrt",
-                  "precision": planned.settings.precision},
+    onnx = source.model_file
+    return source.derive(
+        engine_variant(source.variant),
+        model={"file": ENGINE_FILE, "format": ENGINE_FORMAT, "backend": "tensorrt",
+               "precision": planned.settings.precision},
+        stages={"engine": config.to_dict(), "gate": gate.to_dict(),
+                "engine_source": {"variant": source.variant, "sha256": source.onnx_sha256}},
         # The ONNX the engine was built from: for `distilrt lint`, and for machines that cannot run the engine.
-        "fallback": {"file": "model.onnx", "format": "onnx", "backend": "onnxruntime"},
-        "engine": {
+        fallback={"file": onnx.file, "format": onnx.format, "backend": onnx.backend},
+        engine={
             "tensorrt_version": machine.version,
             "built_with": "tensorrt",
             "gpu": gpu,
@@ -138,18 +140,15 @@ def _engine_manifest(planned: _Planned, config: EngineConfig, machine: BuildMach
             "exclude_lean_runtime": config.exclude_lean_runtime,
             "hardware_compatibility": config.hardware_compatibility,
             "profiles": [p.to_dict() for p in config.profiles]
-                        or [ShapeProfile.from_dict(source["shape_profile"]).to_dict()],
+                        or [ShapeProfile.from_dict(source.shape_profile).to_dict()],
             "builder_settings": planned.settings.to_dict(),
             "timing_cache": {"key": timing_cache_key(machine.version, gpu["name"], gpu["compute_capability"]),
                              "reused": build_info["timing_cache_reused"]},
             "lint": {"passed": True, "checked": planned.lint.checked},
         },
-        "stages": {**source["stages"], "engine": config.to_dict(), "gate": gate.to_dict(),
-                   "engine_source": {"variant": source["variant"], "sha256": source["files"]["model.onnx"]}},
-        "tools": {**source["tools"], "tensorrt": machine.version, "gpu": gpu["name"],
-                  "compute_capability": gpu["compute_capability"]},
-    })
-    return manifest
+        tools={**source.tools, "tensorrt": machine.version, "gpu": gpu["name"],
+               "compute_capability": gpu["compute_capability"]},
+    )
 
 
 def reduce_hint(onnx_path: Path, settings: BuilderSettings) -> str:

@@ -8,9 +8,10 @@ as ``TokenizerSettings`` in the manifest, because the runtime cannot import tran
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class TokenizerSettings:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TokenizerSettings":
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenizerSettings:
         names = {f.name for f in fields(cls)}
         missing = names - set(data)
         if missing:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distilrt.calib.synthetic import padded_feed
 from distilrt.errors import ExportError
 from distilrt.export.config import ExportConfig
 from distilrt.export.specs import ArchitectureSpec, TaskSpec
@@ -15,7 +16,8 @@ AXES = {0: "batch", 1: "sequence"}
 
 
 def resolve_attn_implementation(config: ExportConfig) -> str:
-    """The attention implementation whose TorchScript export ONNX Runtime can fuse (measured: design.md)."""
+    """The attention implementation whose TorchScript export ONNX Runtime can fuse (measured:
+    docs/design.md#export-and-attention-implementation)."""
     if config.attn_implementation is not None:
         return config.attn_implementation
     import transformers
@@ -41,34 +43,18 @@ class _NamedOutputs:
         return Wrapper().eval()
 
 
-def sample_inputs(spec: ArchitectureSpec, batch: int, sequence: int, vocab_size: int, pad_token_id: int,
-                  rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Seeded token ids with random lengths per row (so batches carry padding) and two token-type segments.
-
-    Tracing needs the padding too: with an all-ones attention mask, transformers' sdpa path skips the mask
-    and the traced graph would ignore attention_mask (measured: logits ~2 off on padded batches)."""
-    lengths = rng.integers(max(1, sequence // 2), sequence + 1, size=batch)
-    lengths[0] = sequence  # the longest row fills the batch, as a tokenizer's padding does
-    positions = np.arange(sequence)[None, :]
-    attention_mask = (positions < lengths[:, None]).astype(np.int64)
-    input_ids = rng.integers(0, vocab_size, size=(batch, sequence), dtype=np.int64)
-    input_ids = np.where(attention_mask == 1, input_ids, pad_token_id)
-    token_type_ids = ((positions >= (lengths[:, None] // 2)) & (attention_mask == 1)).astype(np.int64)
-    available = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-    return {name: available[name] for name in spec.input_names}
-
-
 def export_onnx(model, spec: ArchitectureSpec, task: TaskSpec, config: ExportConfig, path: Path,
                 vocab_size: int, pad_token_id: int) -> None:
     import torch
 
     wrapper = _NamedOutputs(model, spec, task)
     rng = np.random.default_rng(0)
-    example = sample_inputs(spec, config.trace_batch, config.trace_sequence, vocab_size, pad_token_id, rng)
+    example = padded_feed(spec.input_names, config.trace_batch, config.trace_sequence, vocab_size, pad_token_id, rng)
     dynamic_axes = {name: AXES for name in (*spec.input_names, *task.output_names)}
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of dynamo, but only its graphs fuse (design.md).
+            # The TorchScript exporter is deprecated in favour of dynamo, but only its graphs fuse
+            # (docs/design.md#export-and-attention-implementation).
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
@@ -85,4 +71,4 @@ def export_onnx(model, spec: ArchitectureSpec, task: TaskSpec, config: ExportCon
     except Exception as e:
         raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {e}") from e
     finally:
-        model.eval()  # the TorchScript exporter resets the train/eval flag (design.md)
+        model.eval()  # the TorchScript exporter resets the train/eval flag (docs/design.md#export-and-attention-implementation)

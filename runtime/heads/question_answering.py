@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from distilrt.config import check_int
 from distilrt.errors import UserInputError
-from distilrt.tokenize import TokenizerSettings, private_copy, run_in_batches
+from distilrt.heads.base import TaskHead
+from distilrt.tokenization import TokenizerSettings
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -47,13 +49,13 @@ class QAOptions:
     align_to_words: bool = True
 
     def __post_init__(self):
-        _check_int("top_k", self.top_k, minimum=1)
-        _check_int("max_answer_len", self.max_answer_len, minimum=1)
-        _check_int("max_question_len", self.max_question_len, minimum=1)
+        check_int("top_k", self.top_k, minimum=1)
+        check_int("max_answer_len", self.max_answer_len, minimum=1)
+        check_int("max_question_len", self.max_question_len, minimum=1)
         if self.max_seq_len is not None:
-            _check_int("max_seq_len", self.max_seq_len, minimum=1)
+            check_int("max_seq_len", self.max_seq_len, minimum=1)
         if self.doc_stride is not None:
-            _check_int("doc_stride", self.doc_stride, minimum=0)
+            check_int("doc_stride", self.doc_stride, minimum=0)
         for name in ("handle_impossible_answer", "align_to_words"):
             if not isinstance(getattr(self, name), bool):
                 raise UserInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -67,7 +69,7 @@ class _Window:
     p_mask: np.ndarray  # 1 for tokens that cannot be in the answer
 
 
-class QuestionAnswerer:
+class QuestionAnswerer(TaskHead):
     """Answers questions from a context, like ``pipeline("question-answering")``.
 
     Call it as the pipeline: ``qa(question=..., context=...)`` with strings (or a list of questions and one
@@ -79,20 +81,11 @@ class QuestionAnswerer:
     def __init__(
         self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8
     ):
-        _check_int("batch_size", batch_size, minimum=1)
-        self._backend = backend
-        self._tokenizer = private_copy(tokenizer)
+        super().__init__(backend, tokenizer, settings, batch_size=batch_size)
         # Truncation is set per call on this head's own tokenizer copy; the lock keeps calls from mixing it.
         self._tokenizer_lock = threading.Lock()
-        self._settings = settings
-        self._batch_size = batch_size
         # The pipeline puts the question first when the tokenizer pads on the right.
         self._question_first = settings.padding_side == "right"
-
-    @property
-    def backend(self) -> str:
-        """The backend that runs the model (after a fallback, the one that actually runs)."""
-        return self._backend.name
 
     def __call__(
         self,
@@ -106,16 +99,12 @@ class QuestionAnswerer:
         max_seq_len, doc_stride = self._window_size(options)
         windows = [self._windows(q, c, max_seq_len, doc_stride) for q, c in examples]
         encodings = [window.encoding for example_windows in windows for window in example_windows]
-        outputs = iter(run_in_batches(self._backend, encodings, self._settings, self._batch_size))
+        outputs = iter(self._run(encodings))
         results = []
         for (_, context_text), example_windows in zip(examples, windows):
             example_outputs = [next(outputs) for _ in example_windows]
             results.append(self._answers(context_text, example_windows, example_outputs, options))
         return results[0] if len(results) == 1 else results
-
-    @property
-    def tokenizer_settings(self) -> TokenizerSettings:
-        return self._settings
 
     def features(
         self, question: str, context: str, *, max_seq_len: int | None = None, doc_stride: int | None = None
@@ -391,8 +380,3 @@ def _options(options: dict) -> QAOptions:
             f"{', '.join(known)}"
         )
     return QAOptions(**options)
-
-
-def _check_int(name: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -12,11 +12,11 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
+from distilrt.bench.plots import ACCURACY_PLOT, latency_plot_name, render_plots
+from distilrt.bench.regression import DEFAULT_LATENCY_THRESHOLD, compare_reports
+from distilrt.bench.runner import BENCH_SCHEMA
 from distilrt.errors import UserInputError
-from distilrt.export.bench import BENCH_SCHEMA
-from distilrt.export.publish import replace_dir, staging_dir
-from distilrt.export.regression import DEFAULT_LATENCY_THRESHOLD, compare_reports
-from distilrt.export.report_plots import ACCURACY_PLOT, latency_plot_name, render_plots
+from distilrt.files import replace_dir, staging_dir
 
 REPORT_SCHEMA = "distilrt-report/1"
 

@@ -1,25 +1,25 @@
 """TensorRT readiness lint: check an ONNX graph against what TensorRT's ONNX parser accepts, on CPU.
 
-TensorRT 11 cannot be installed here or in CI (design.md), so a graph that TensorRT would refuse would only be
-found on a user's GPU machine. This reads the graph with the onnx library and checks it against the parser's
-documented operator list and rules (export/trt_onnx_ops.py): the opset, no ONNX Runtime-only operators,
-int8 Q/DQ in the one form TensorRT takes, the input shapes against the bundle's shape profile, and tensor
-types. It runs before any engine build and as `distilrt lint BUNDLE`.
+TensorRT 11 cannot be installed here or in CI (docs/design.md#tensorrt-on-these-machines), so a graph that
+TensorRT would refuse would only be found on a user's GPU machine. This reads the graph with the onnx library
+and checks it against the parser's documented operator list and rules (export/engines/parser_ops.py): the
+opset, no ONNX Runtime-only operators, int8 Q/DQ in the one form TensorRT takes, the input shapes against the
+bundle's shape profile, and tensor types. It runs before any engine build and as `distilrt lint BUNDLE`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 import distilrt
 from distilrt.errors import BundleError, UserInputError
-from distilrt.export import trt_onnx_ops as trt
 from distilrt.export.config import ShapeProfile
+from distilrt.export.engines import parser_ops as trt
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -93,18 +93,13 @@ def lint_bundle(bundle_path: str | Path) -> LintReport:
     An engine bundle (model.plan) is linted through the ONNX its engine was built from: the manifest's
     "fallback" file, model.onnx."""
     bundle = distilrt.read_bundle(bundle_path)
-    model_path = bundle.model_path
-    if model_path.suffix == ".plan":
-        model_path = bundle.path / bundle.manifest.get("fallback", {}).get("file", "model.onnx")
-        if not model_path.is_file():
-            raise BundleError(f"engine bundle {bundle.path} lacks {model_path.name}, the ONNX its engine was built "
-                              f"from; rebuild it with `distilrt engine`")
-    elif model_path.suffix != ".onnx":
-        raise UserInputError(f"bundle {bundle.path} holds {model_path.name}, not an ONNX model: "
+    model_path = bundle.onnx_path
+    if model_path is None:
+        raise UserInputError(f"bundle {bundle.path} holds {bundle.model_path.name} and no ONNX model: "
                              f"`distilrt lint` checks ONNX graphs (model.onnx) and engine bundles (model.plan)")
-    if "shape_profile" not in bundle.manifest:
+    if bundle.manifest.shape_profile is None:
         raise BundleError(f"manifest of {bundle.path} has no shape_profile; rebuild it with `distilrt build`")
-    report = lint_model(model_path, ShapeProfile.from_dict(bundle.manifest["shape_profile"]), bundle.input_names,
+    report = lint_model(model_path, ShapeProfile.from_dict(bundle.manifest.shape_profile), bundle.input_names,
                         model_max_length=bundle.tokenizer_settings.model_max_length)
     report.checked.update(bundle=str(bundle.path), variant=bundle.variant)
     return report

@@ -9,8 +9,9 @@ file as the parser's operator list, and its 11.5 release notes add opset 25; the
 documented 9-24, which every TensorRT 11 release parses.
 
 Written out by hand because no installable library exposes the parser's operator list: only TensorRT itself
-can answer (``OnnxParser.supports_model``), and full TensorRT cannot be installed here or in CI (design.md);
-``tensorrt_lean`` has no ONNX parser. When TensorRT is upgraded, read the file again and update this one.
+can answer (``OnnxParser.supports_model``), and full TensorRT cannot be installed here or in CI
+(docs/design.md#tensorrt-on-these-machines); ``tensorrt_lean`` has no ONNX parser. When TensorRT is upgraded,
+read the file again and update this one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """EngineConfig + a bundle's manifest → TensorRT builder settings, as plain data.
 
 This is the seam between what distilrt decides about an engine and what TensorRT's builder is told. Every
-decision is made here, without TensorRT, and tested exhaustively on CPU; export/engine.py only applies the
+decision is made here, without TensorRT, and tested exhaustively on CPU; export/engines/builder.py only applies the
 settings to TensorRT's objects, one call per field. Flag and enum values are the member names of TensorRT's
 own enums (``BuilderFlag``, ``HardwareCompatibilityLevel``, ``MemoryPoolType``), which the tests check against
 the installed ``tensorrt_lean`` module.
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from distilrt.errors import UserInputError
 from distilrt.export.config import ENGINE_SOURCES, EngineConfig, ShapeProfile
+from distilrt.manifest import ONNX_FORMAT, Manifest
 
 # Why each other variant cannot become an engine (the lint gives the node-level detail).
 _NOT_ENGINE_SOURCES = {
@@ -52,21 +54,22 @@ def builder_settings(config: EngineConfig, manifest: Mapping[str, Any]) -> Build
 
     Raises UserInputError, naming the fix, for a bundle that cannot become an engine or a profile it cannot
     serve."""
-    variant = manifest["variant"]
+    manifest = Manifest(manifest)
+    variant = manifest.variant
     if variant not in ENGINE_SOURCES:
         why = _NOT_ENGINE_SOURCES.get(variant, "it is not an ONNX variant distilrt builds engines from")
         raise UserInputError(f"a TensorRT engine cannot be built from the {variant} variant: {why}; build engines "
                              f"from {', '.join(ENGINE_SOURCES)}")
-    if manifest["model"]["format"] != "onnx":
-        raise UserInputError(f"the {variant} bundle's model is {manifest['model']['format']}, not ONNX; "
+    if manifest.model_file.format != ONNX_FORMAT:
+        raise UserInputError(f"the {variant} bundle's model is {manifest.model_file.format}, not ONNX; "
                              "engines are built from ONNX bundles")
-    profiles = config.profiles or (ShapeProfile.from_dict(manifest["shape_profile"]),)
-    max_positions = manifest["tokenizer"]["settings"]["model_max_length"]
+    profiles = config.profiles or (ShapeProfile.from_dict(manifest.shape_profile),)
+    max_positions = manifest.tokenizer_settings.model_max_length
     for index, profile in enumerate(profiles):
         if profile.max_sequence > max_positions:
             raise UserInputError(f"engine profile {index} asks for sequences up to {profile.max_sequence} but the "
                                  f"model has {max_positions} positions; lower max_sequence to {max_positions}")
-    input_names = [i["name"] for i in manifest["model"]["inputs"]]
+    input_names = list(manifest.input_names)
 
     flags = []
     if config.version_compatible:

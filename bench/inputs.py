@@ -10,32 +10,13 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-import numpy as np
-
 from distilrt.calib import SQUAD_DEV, WIKITEXT_TEST
 from distilrt.calib.squad import read_squad, sample_questions
 from distilrt.calib.text import read_lines
-from distilrt.errors import UnsupportedError, UserInputError
+from distilrt.errors import UserInputError
 
-# Token ids below this are special or rare tokens in every seed vocabulary; random ids above it are ordinary words.
-_FIRST_ORDINARY_ID = 1000
 # A question may take at most this share of a QA input, so the context keeps most of the window.
 _QUESTION_SHARE = 4
-
-
-def random_feed(input_names, batch: int, sequence: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
-    """Seeded token ids of exactly (batch, sequence), a full attention mask and zero token types."""
-    unknown = [name for name in input_names if name not in ("input_ids", "attention_mask", "token_type_ids")]
-    if unknown:
-        raise UnsupportedError(f"benchmark feeds know input_ids, attention_mask and token_type_ids, not {unknown}")
-    rng = np.random.default_rng([seed, batch, sequence])  # the same ids for every runner of a cell
-    low = min(_FIRST_ORDINARY_ID, vocab_size // 2)
-    values = {
-        "input_ids": rng.integers(low, vocab_size, size=(batch, sequence), dtype=np.int64),
-        "attention_mask": np.ones((batch, sequence), dtype=np.int64),
-        "token_type_ids": np.zeros((batch, sequence), dtype=np.int64),
-    }
-    return {name: values[name] for name in input_names}
 
 
 def qa_examples(tokenizer, batch: int, sequence: int, seed: int) -> list[dict[str, str]]:

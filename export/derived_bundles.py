@@ -1,0 +1,122 @@
+"""The stage every bundle derived from fp32 goes through, variants and engines alike: compare its model with the
+fp32 ONNX on the seeded tensors, gate it on the held-out evaluation split against the fp32 answers, and publish
+it only if it passes. A bundle that fails is reported with the margin it missed by and is not published."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import distilrt
+from distilrt.backends import open_backend
+from distilrt.bundle import Bundle
+from distilrt.calib.sets import CalibConfig, EvalConfig, mlm_evaluation_set, qa_evaluation_set
+from distilrt.calib.synthetic import padded_feeds
+from distilrt.errors import DistilrtError, UserInputError, VerificationError
+from distilrt.export import gates
+from distilrt.export.config import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_METHOD,
+    GATES,
+    FuseConfig,
+    Gate,
+    VerifyConfig,
+)
+from distilrt.export.publish import finish_bundle, write_manifest
+from distilrt.export.specs import get_spec
+from distilrt.export.verify import verify_tensors
+from distilrt.manifest import Manifest
+from distilrt.progress import Progress
+
+
+@dataclass(frozen=True)
+class VariantOptions:
+    """How derived bundles are made and gated: fusion, calibration, the evaluation split and the gates."""
+
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD
+    gates: dict = field(default_factory=lambda: dict(GATES))
+
+    def __post_init__(self):
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise UserInputError(f"calibration method {self.calibration_method!r} is unknown; "
+                                 f"use one of {', '.join(CALIBRATION_METHODS)}")
+
+
+@dataclass
+class VariantOutcome:
+    """What became of one derived bundle: published where, or why not."""
+
+    variant: str
+    published: bool
+    bundle: Path | None
+    seconds: float
+    model_mb: float | None = None
+    gate: dict | None = None  # GateResult.to_dict()
+    reason: str | None = None  # why it was not published
+    calibration: dict | None = None  # identity of the calibration set (static int8), published or not
+    skipped: bool = False  # not attempted: the machine lacks what it needs (TensorRT, a GPU); reason says which
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def failed(cls, variant: str, error: DistilrtError, seconds: float, **extra) -> VariantOutcome:
+        """Not published because of ``error``; a missed gate keeps its figures."""
+        gate_result = error.result if isinstance(error, VerificationError) and isinstance(error.result, dict) else None
+        return cls(variant, False, None, seconds, None, gate_result, str(error), **extra)
+
+
+class Reference:
+    """The fp32 bundle and what every derived bundle is compared with, computed once."""
+
+    def __init__(self, fp32: Bundle, options: VariantOptions, progress: Progress):
+        self.bundle = fp32
+        self.manifest = fp32.manifest
+        self.spec = get_spec(self.manifest.architecture)
+        self.task = self.manifest.task
+        self.model = open_backend("onnxruntime", fp32.onnx_path)
+        self.head = distilrt.head_for(fp32, self.model)
+        verify = VerifyConfig.from_dict(self.manifest.stage("verify"))
+        self.tensor_feeds = padded_feeds(self.spec.input_names, verify.shapes, verify.seed, self.manifest.vocab_size,
+                                         self.manifest.tokenizer_settings.pad_token_id)
+        progress(f"evaluation split: computing fp32 reference outputs ({self.task})")
+        if self.task == "question-answering":
+            self.eval_set = qa_evaluation_set(options.evaluation)
+            self.eval_reference = gates.answer_questions(self.head, self.eval_set, progress)
+        else:
+            self.eval_set = mlm_evaluation_set(self.head, options.evaluation, self.model.input_names)
+            self.eval_reference = gates.masked_logits(self.model.run, self.eval_set)
+
+    def gate(self, bundle_dir: Path, model, gate: Gate, progress: Progress) -> gates.GateResult:
+        """Gate the staged bundle, running on ``model``, its already opened backend."""
+        if self.task == "question-answering":
+            head = distilrt.head_for(distilrt.read_bundle(bundle_dir), model)
+            answers = gates.answer_questions(head, self.eval_set, progress)
+            return gates.qa_gate(self.eval_reference, answers, self.eval_set, gate)
+        return gates.mlm_gate(self.eval_reference, gates.masked_logits(model.run, self.eval_set), self.eval_set, gate)
+
+    def verify_and_publish(self, staging: Path, destination: Path, candidate, manifest: dict, gate: Gate,
+                           report: dict, target_name: str, progress: Progress) -> gates.GateResult:
+        """Compare the staged bundle's model (opened as ``candidate``) with fp32 on the seeded tensors, gate it on
+        the evaluation split, and publish it to ``destination`` if it passes; VerificationError if not."""
+        variant = Manifest(manifest).variant
+        progress(f"{variant}: comparing tensors with fp32")
+        tensors = verify_tensors(self.model.run, candidate.run, self.tensor_feeds, tuple(self.model.output_names),
+                                 gate.tensor, source_name="onnx fp32", target_name=target_name)
+        write_manifest(staging, manifest)
+        progress(f"{variant}: task gate on the evaluation split")
+        result = self.gate(staging, candidate, gate, progress)
+        if not result.passed:
+            raise VerificationError(
+                f"{variant} missed its gate: {result.metric} {result.value:.2f} < {result.threshold:.2f} "
+                f"(by {-result.margin:.2f})", result=result.to_dict())
+        summary = {"passed": True, "tensors": {"against": "onnx fp32", "gated": tensors.gated,
+                                               "worst": tensors.worst()},
+                   "gate": {k: v for k, v in result.to_dict().items() if k != "figures"},
+                   "figures": result.figures}
+        finish_bundle(staging, destination, manifest,
+                      {"tensors": tensors.to_dict(), "gate": result.to_dict(), **report}, summary)
+        return result

@@ -1,0 +1,62 @@
+"""Frozen config records and the checks their fields share.
+
+Every stage of a build (export, verification, fusion, precision, calibration, evaluation, engines, benchmarks)
+is configured by a frozen dataclass that is written into the bundle manifest and read back from it, so a bundle
+can be rebuilt from its manifest alone. ``StageConfig`` gives them that round trip. It lives in the runtime,
+the package every other one may import, so that calib, export and bench share one base without a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, fields
+from typing import Any
+
+import numpy as np
+
+from distilrt.errors import UserInputError
+
+
+class StageConfig:
+    """to_dict/from_dict for frozen config dataclasses, so a manifest can rebuild what it records."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserInputError(f"{cls.__name__} has no settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{k: _tuples(v) for k, v in data.items()})
+
+
+def _tuples(value):
+    """JSON turns tuples into lists; frozen configs keep tuples so they stay hashable and comparable."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def default_of(config_class, name: str):
+    """A config field's default: the CLI and the CI job show and use it instead of writing the number again."""
+    for f in fields(config_class):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            raise KeyError(f"{config_class.__name__}.{name} has no default")
+    raise KeyError(f"{config_class.__name__} has no field {name!r}")
+
+
+def is_int(value) -> bool:
+    """An integer (Python or numpy), and not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, *, minimum: int) -> None:
+    """UserInputError naming the setting unless ``value`` is an integer of at least ``minimum``."""
+    if not is_int(value) or value < minimum:
+        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")

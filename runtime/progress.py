@@ -1,0 +1,16 @@
+"""Progress lines for long work (builds, calibration, evaluation, benchmarks): one line each, on stderr."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+Progress = Callable[[str], None]
+
+
+def print_progress(message: str) -> None:
+    print(f"[distilrt] {message}", file=sys.stderr, flush=True)
+
+
+def no_progress(message: str) -> None:
+    """For callers that want the work done quietly (tests, library use)."""
