@@ -1,8 +1,8 @@
-"""Benchmark inputs: seeded token ids of an exact (batch, sequence) for model-only timing, and real text from the
-shipped data sized to about ``sequence`` tokens for end-to-end timing.
+"""End-to-end benchmark inputs: real text from the shipped data sized to about ``sequence`` tokens. (Model-only
+timing runs on seeded token ids of an exact shape: ``distilrt.calib.synthetic.full_feed``.)
 
-Imports only numpy, tokenizers and the shipped data readers: a benchmark worker that times the lean runtime
-must not carry torch in its memory.
+Imports only tokenizers and the shipped data readers: a benchmark worker that times the lean runtime must not
+carry torch in its memory.
 """
 
 from __future__ import annotations

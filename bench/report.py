@@ -105,16 +105,25 @@ def accuracy_record(bundle: dict, evaluation: dict | None = None) -> dict:
     verification = bundle.get("verification") or {}
     record = {"checkpoint": bundle["checkpoint"], "variant": bundle["variant"], "task": bundle["task"],
               "metric": None, "value": None, "threshold": None, "margin": None, "passed": verification.get("passed"),
-              "items": None, "against": None, "gold": None, "eval": evaluation}
+              "rule": None, "bound": None, "agreement": None, "items": None, "against": None, "gold": None,
+              "eval": evaluation}
     gate, figures, task = verification.get("gate"), verification.get("figures") or {}, verification.get("task")
     if gate:
         record.update(metric=gate["metric"], value=gate["value"], threshold=gate["threshold"], margin=gate["margin"],
+                      rule=gate.get("rule"), bound=gate.get("bound"), agreement=_agreement(figures),
                       against="fp32", items=_gate_items(bundle["task"], figures), gold=_gold(bundle["task"], figures))
     elif task and task.get("inputs"):
         value = 100.0 * task["matched"] / task["inputs"]
         record.update(metric="matched_vs_pipeline", value=value, threshold=100.0, margin=value - 100.0,
                       items=task["inputs"], against=task.get("against"), max_score_diff=task.get("max_score_diff"))
     return record
+
+
+def _agreement(figures: dict) -> float | None:
+    """Agreement with fp32 (QA: answer F1 against fp32's answers; fill-mask: same top-1 token), the drift figure
+    every report keeps whichever rule decided the gate."""
+    vs_fp32 = figures.get("vs_fp32") or {}
+    return vs_fp32.get("f1", vs_fp32.get("top1_agreement"))
 
 
 def _gate_items(task: str, figures: dict) -> int | None:
@@ -244,13 +253,15 @@ def _checkpoint_lines(report: dict, checkpoint: str) -> list[str]:
     title += ", RANDOM weights: speed figures only)" if first.get("random_weights") else ")"
     accuracy = {a["variant"]: a for a in report["accuracy"] if a["checkpoint"] == checkpoint}
     lines = [title, "", "### Accuracy", "",
-             "| variant | backend | model MB | metric | value | threshold | margin | items | gold fp32 | gold variant |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| variant | backend | model MB | rule | metric | value | lower bound | threshold | margin | items "
+             "| agreement vs fp32 | gold fp32 | gold variant |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant in variants:
         a = accuracy.get(variant["variant"], {})
         lines.append(f"| {variant['variant']} | {variant['backend']} | {_num(variant.get('model_mb'), 1)} | "
-                     f"{a.get('metric') or '—'} | {_num(a.get('value'), 2)} | {_num(a.get('threshold'), 2)} | "
-                     f"{_num(a.get('margin'), 2)} | {a.get('items') or '—'} | {_gold_text(a, 'fp32')} | "
+                     f"{a.get('rule') or '—'} | {a.get('metric') or '—'} | {_num(a.get('value'), 2)} | "
+                     f"{_num(a.get('bound'), 2)} | {_num(a.get('threshold'), 2)} | {_num(a.get('margin'), 2)} | "
+                     f"{a.get('items') or '—'} | {_num(a.get('agreement'), 2)} | {_gold_text(a, 'fp32')} | "
                      f"{_gold_text(a, 'variant')} |")
     lines += ["", *_speedup_lines(report, checkpoint), "### Latency", ""]
     lines += latency_table([r for r in report["latency"] if r["checkpoint"] == checkpoint])

@@ -25,20 +25,25 @@ def normalize_answer(text: str) -> str:
 
 def squad_em_f1(predictions: list[str], references: list[Sequence[str]]) -> dict:
     """Exact match and F1 in %, each question scored against its best-matching reference answer."""
+    exact, f1 = squad_scores(predictions, references)
+    return {"exact_match": 100.0 * float(exact.mean()), "f1": 100.0 * float(f1.mean()), "count": len(f1)}
+
+
+def squad_scores(predictions: list[str], references: list[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per question: exact match (0 or 1) and token F1 (0 to 1) against its best-matching reference answer."""
     if len(predictions) != len(references):
         raise UserInputError(
             f"got {len(predictions)} predictions and {len(references)} reference lists; pass one of each per question"
         )
     if not predictions:
         raise UserInputError("no predictions to score; pass at least one question's prediction")
-    exact = f1 = 0.0
+    exact, f1 = [], []
     for index, (prediction, answers) in enumerate(zip(predictions, references)):
         if not answers:
             raise UserInputError(f"question {index} has no reference answers; leave unanswerable questions out")
-        exact += max(float(normalize_answer(prediction) == normalize_answer(answer)) for answer in answers)
-        f1 += max(_token_f1(prediction, answer) for answer in answers)
-    count = len(predictions)
-    return {"exact_match": 100.0 * exact / count, "f1": 100.0 * f1 / count, "count": count}
+        exact.append(max(float(normalize_answer(prediction) == normalize_answer(answer)) for answer in answers))
+        f1.append(max(_token_f1(prediction, answer) for answer in answers))
+    return np.array(exact), np.array(f1)
 
 
 def _token_f1(prediction: str, answer: str) -> float:
@@ -86,6 +91,13 @@ def topk_agreement(
 
 def masked_lm_accuracy(logits: list[np.ndarray], labels: list[np.ndarray]) -> dict:
     """How often the original token is the model's first guess, and among its first five, in %."""
+    top1, top5 = masked_lm_hits(logits, labels)
+    return {"positions": len(top1), "top1_accuracy": 100.0 * float(top1.mean()),
+            "top5_accuracy": 100.0 * float(top5.mean())}
+
+
+def masked_lm_hits(logits: list[np.ndarray], labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per masked position: is the original token the first guess, and is it among the first five (0 or 1)."""
     scores = _stacked("logits", logits)
     expected = np.concatenate([np.empty(0, dtype=np.int64), *(np.asarray(ids).reshape(-1) for ids in labels)])
     if len(expected) != len(scores):
@@ -93,11 +105,35 @@ def masked_lm_accuracy(logits: list[np.ndarray], labels: list[np.ndarray]) -> di
             f"got logits for {len(scores)} positions and {len(expected)} labels; pass one label per scored position"
         )
     top = _top_k(scores, min(5, scores.shape[1]))
-    return {
-        "positions": len(scores),
-        "top1_accuracy": 100.0 * float((scores.argmax(axis=1) == expected).mean()),
-        "top5_accuracy": 100.0 * float((top == expected[:, None]).any(axis=1).mean()),
-    }
+    return (scores.argmax(axis=1) == expected).astype(float), (top == expected[:, None]).any(axis=1).astype(float)
+
+
+def paired_relative_bound(candidate: np.ndarray, reference: np.ndarray, confidence: float) -> dict:
+    """How much of the reference's mean score the candidate keeps, from per-item scores of both on the same items.
+
+    ``ratio`` is mean(candidate) / mean(reference). ``lower_bound`` is the one-sided ``confidence`` lower bound of
+    that ratio from the paired differences: with d = candidate - reference per item, the candidate keeps at least
+    (mean(candidate) - z * se(d)) / mean(reference) of the reference's score. Pairing is what makes a few hundred
+    items enough: most items score the same on both models, so se(d) is far smaller than either score's own
+    standard error. (se(d) is the normal approximation; the scores are bounded and the counts are hundreds.)
+    """
+    from statistics import NormalDist
+
+    candidate, reference = np.asarray(candidate, dtype=float), np.asarray(reference, dtype=float)
+    if candidate.shape != reference.shape or candidate.ndim != 1 or len(candidate) < 2:
+        raise UserInputError("paired scores need two 1-D arrays of the same length, at least 2 items")
+    if not 0.5 <= confidence < 1:
+        raise UserInputError(f"confidence must be in [0.5, 1), got {confidence}")
+    reference_mean = float(reference.mean())
+    if reference_mean <= 0:
+        raise UserInputError("the reference scores nothing on these items, so a ratio to it is undefined")
+    differences = candidate - reference
+    se = float(differences.std(ddof=1)) / np.sqrt(len(differences))
+    z = NormalDist().inv_cdf(confidence)
+    return {"items": len(candidate), "reference_mean": reference_mean, "candidate_mean": float(candidate.mean()),
+            "ratio": float(candidate.mean()) / reference_mean,
+            "lower_bound": (float(candidate.mean()) - z * se) / reference_mean,
+            "differing_items": int((differences != 0).sum()), "se_difference": se, "confidence": confidence}
 
 
 def _stacked(name: str, per_feed: list[np.ndarray]) -> np.ndarray:

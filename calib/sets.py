@@ -133,21 +133,28 @@ def calibration_set(
     )
 
 
-def qa_evaluation_set(config: EvalConfig) -> QAEvalSet:
-    """``config.questions`` answerable questions from the evaluation articles, in seeded order."""
+def qa_evaluation_set(config: EvalConfig, after: QAEvalSet | None = None) -> QAEvalSet:
+    """``config.questions`` answerable questions from the evaluation articles, in seeded order; with ``after``
+    (a set made with the same config), the questions that follow it in that order, disjoint from it."""
     source = _Source.of(config.source, SQUAD_DEV)
     questions = [q for q in read_squad(source.path) if q.answers and split_of(q.title) == EVALUATION]
-    if len(questions) < config.questions:
+    skip = 0 if after is None else len(after.questions)
+    if len(questions) < skip + config.questions:
         raise UserInputError(
             f"{source.name}: its evaluation articles hold {len(questions)} answerable questions, fewer than "
-            f"questions={config.questions}; lower questions or pass a larger SQuAD-format file"
+            f"questions={config.questions}" + (f" after the {skip} already used" if skip else "")
+            + "; lower questions or pass a larger SQuAD-format file"
         )
-    picked = [questions[i] for i in _Draws(config.seed, _SAMPLE_STREAM).order(len(questions))[: config.questions]]
-    return QAEvalSet(picked, source.identity(EVALUATION, len(picked), config.seed, _questions_sha256(picked)))
+    order = _Draws(config.seed, _SAMPLE_STREAM).order(len(questions))[skip: skip + config.questions]
+    picked = [questions[i] for i in order]
+    identity = source.identity(EVALUATION, len(picked), config.seed, _questions_sha256(picked))
+    return QAEvalSet(picked, {**identity, "after": skip} if skip else identity)
 
 
-def mlm_evaluation_set(head: FillMask, config: EvalConfig, input_names: Sequence[str]) -> MaskedEvalSet:
-    """Masked sequences from the evaluation text, in seeded order, until ``config.masked_positions`` are masked."""
+def mlm_evaluation_set(head: FillMask, config: EvalConfig, input_names: Sequence[str],
+                       after: MaskedEvalSet | None = None) -> MaskedEvalSet:
+    """Masked sequences from the evaluation text, in seeded order, until ``config.masked_positions`` are masked;
+    with ``after`` (a set made with the same config), from the sequences that follow it, disjoint from it."""
     _check_input_names(input_names)
     if not isinstance(head, FillMask):
         raise UserInputError(
@@ -160,7 +167,8 @@ def mlm_evaluation_set(head: FillMask, config: EvalConfig, input_names: Sequence
     masker = _PretrainingMasker(tokenizer, head.tokenizer_settings, config.seed)
     feeds, positions, labels = [], [], []
     total = 0
-    for index in _Draws(config.seed, _SAMPLE_STREAM).order(len(sequences)):
+    skip = 0 if after is None else len(after.feeds)
+    for index in _Draws(config.seed, _SAMPLE_STREAM).order(len(sequences))[skip:]:
         sequence = sequences[index]
         masked, where = masker.mask(sequence)
         feeds.append(_masked_feed(sequence, masked, head.tokenizer_settings, input_names))
@@ -177,7 +185,8 @@ def mlm_evaluation_set(head: FillMask, config: EvalConfig, input_names: Sequence
         )
     sha256 = _arrays_sha256([{**feed, "positions": p, "labels": labelled} for feed, p, labelled in zip(feeds, positions, labels)])
     identity = source.identity(EVALUATION, len(feeds), config.seed, sha256)
-    return MaskedEvalSet(feeds, positions, labels, {**identity, "masked_positions": total})
+    return MaskedEvalSet(feeds, positions, labels, {**identity, "masked_positions": total,
+                                                    **({"after": skip} if skip else {})})
 
 
 def _qa_calibration_set(head: QuestionAnswerer, config: CalibConfig, input_names: Sequence[str]) -> ModelInputSet:

@@ -23,6 +23,7 @@ from distilrt.export.config import (
     ShapeProfile,
     VerifyConfig,
 )
+from distilrt.export.int8_search import Int8SearchConfig
 from distilrt.manifest import TASKS
 
 DEFAULT_ARTIFACTS = Path("artifacts")
@@ -48,6 +49,11 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", help="evaluation file for the gates (default: the held-out split of --calib's "
                                             "source)")
     add_evaluation_size_arguments(parser)
+    parser.add_argument("--int8-search", action="store_true",
+                        help="accuracy-aware int8: leave the linear layers int8 hurts most in float, by measured "
+                             "sensitivity, until each int8 variant passes its gate on a search split")
+    parser.add_argument("--max-float-share", type=float, default=default_of(Int8SearchConfig, "max_float_share"),
+                        help="--int8-search: most linear layers left in float, as a share (default %(default)s)")
     parser.add_argument("--engine", action="store_true",
                         help="also build a TensorRT engine from each GPU-bound variant built (fp32, fp16, "
                              "int8-qdq-trt); needs full TensorRT and a GPU, and is reported as not built (exit 0) "
@@ -102,6 +108,7 @@ def build(args) -> int:
         evaluation=EvalConfig(source=args.eval_data or args.calib, questions=args.eval_questions,
                               masked_positions=args.eval_masks),
         calibration_method=args.calibration_method,
+        int8_search=Int8SearchConfig(max_float_share=args.max_float_share) if args.int8_search else None,
     )
     options = BuildOptions(task=args.task, revision=args.revision, out_dir=args.out,
                            export=ExportConfig(opset=args.opset), verify=VerifyConfig(task_samples=args.task_samples))

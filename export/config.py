@@ -4,7 +4,7 @@ bundle can be rebuilt from its manifest alone (``from_dict`` reads it back)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from distilrt.config import StageConfig
@@ -130,6 +130,9 @@ class PrecisionConfig(StageConfig):
     source_graph: str  # "fp32" (unfused export) or "fused"
     op_types: tuple[str, ...] = ()  # int8: ops whose inputs are quantized
     keep_float: tuple[str, ...] = ()  # int8: substrings of node names kept in float (the spec's recipe)
+    # int8: exact names of linear layers also kept in float, chosen by the accuracy search (--int8-search) from
+    # their measured sensitivity; recorded so that a rebuild makes the same graph without searching again.
+    float_nodes: tuple[str, ...] = ()
     keep_fp32: tuple[str, ...] = ()  # fp16: op types kept in float32
     calibration_method: str | None = None  # static int8 only
     percentile: float | None = None  # Percentile calibration only
@@ -157,6 +160,10 @@ class PrecisionConfig(StageConfig):
     def fp16(cls, keep_fp32: tuple[str, ...]) -> PrecisionConfig:
         # From the unfused graph: fused com.microsoft ops are ONNX Runtime-only and TensorRT could not parse them.
         return cls("fp16", "fp32", keep_fp32=tuple(keep_fp32))
+
+    def with_float_nodes(self, nodes) -> PrecisionConfig:
+        """The same recipe with these linear layers left in float as well."""
+        return replace(self, float_nodes=tuple(nodes))
 
     @classmethod
     def int8_dynamic(cls, keep_float: tuple[str, ...] = ()) -> PrecisionConfig:
@@ -186,24 +193,41 @@ class PrecisionConfig(StageConfig):
 
 @dataclass(frozen=True)
 class Gate(StageConfig):
-    """What a variant must reach against the fp32 variant to be published.
+    """What a variant must reach against the fp32 variant, on the held-out evaluation split, to be published.
+
+    Accuracy on labelled data decides (docs/design.md#accuracy-gates): the variant's accuracy on the labels
+    (question answering: SQuAD F1 against the gold answers; fill-mask: top-1 accuracy against the original
+    tokens) must keep ``relative_accuracy`` of the fp32 variant's, MLPerf Inference's acceptance rule (99% of
+    the fp32 score), judged on the paired one-sided ``confidence`` lower bound so that a few hundred items of
+    noise cannot pass a variant that loses more. Where fp32 itself scores below ``min_fp32_accuracy`` on the
+    labels (RANDOM-weight stand-ins), the labels cannot tell a good variant from a bad one, and agreement with
+    fp32 decides instead: ``qa_f1_vs_fp32`` / ``mlm_top1_vs_fp32``. Agreement is reported under either rule.
 
     ``tensor`` is None where a tensor tolerance says nothing useful (int8 changes logits by design) and the
     task-level gates decide; its statistics are still reported.
     """
 
     tensor: Tolerances | None
-    qa_f1_vs_fp32: float  # F1 (0-100) of the variant's answers scored against the fp32 answers
-    mlm_top1_vs_fp32: float  # % of masked positions with the same top-1 token as fp32
+    qa_f1_vs_fp32: float  # agreement rule: F1 (0-100) of the variant's answers scored against the fp32 answers
+    mlm_top1_vs_fp32: float  # agreement rule: % of masked positions with the same top-1 token as fp32
+    relative_accuracy: float = 0.99  # labels rule: share of fp32's accuracy on the labels the variant must keep
+    confidence: float = 0.95  # of the one-sided paired lower bound that must reach relative_accuracy
+    min_fp32_accuracy: float = 20.0  # % (QA F1, fill-mask top-1) below which fp32 has no skill to compare with
+
+    def __post_init__(self):
+        if not 0 < self.relative_accuracy <= 1:
+            raise UserInputError(f"Gate.relative_accuracy must be in (0, 1], got {self.relative_accuracy}")
+        if not 0.5 <= self.confidence < 1:
+            raise UserInputError(f"Gate.confidence must be in [0.5, 1), got {self.confidence}")
 
     def to_dict(self):
-        return {"tensor": None if self.tensor is None else self.tensor.to_dict(),
-                "qa_f1_vs_fp32": self.qa_f1_vs_fp32, "mlm_top1_vs_fp32": self.mlm_top1_vs_fp32}
+        return {**asdict(self), "tensor": None if self.tensor is None else self.tensor.to_dict()}
 
     @classmethod
     def from_dict(cls, data):
+        """Also reads the gates of bundles built before the labels rule (agreement thresholds only)."""
         tensor = None if data["tensor"] is None else Tolerances.from_dict(data["tensor"])
-        return cls(tensor, data["qa_f1_vs_fp32"], data["mlm_top1_vs_fp32"])
+        return cls(tensor, **{k: v for k, v in data.items() if k != "tensor"})
 
 
 # The tolerances and gates of every precision, in one place (issue: "default gates").

@@ -4,7 +4,7 @@ it only if it passes. A bundle that fails is reported with the margin it missed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import distilrt
@@ -22,6 +22,7 @@ from distilrt.export.config import (
     Gate,
     VerifyConfig,
 )
+from distilrt.export.int8_search import Int8SearchConfig
 from distilrt.export.publish import finish_bundle, write_manifest
 from distilrt.export.specs import get_spec
 from distilrt.export.verify import verify_tensors
@@ -38,6 +39,10 @@ class VariantOptions:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     calibration_method: str = DEFAULT_CALIBRATION_METHOD
     gates: dict = field(default_factory=lambda: dict(GATES))
+    # Accuracy-aware int8 (export/int8_search.py): None keeps the spec's recipe as it is.
+    int8_search: Int8SearchConfig | None = None
+    # Precision configs to use as they are, by variant (a rebuild passes the recorded ones): no search.
+    precision: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -58,6 +63,7 @@ class VariantOutcome:
     reason: str | None = None  # why it was not published
     calibration: dict | None = None  # identity of the calibration set (static int8), published or not
     skipped: bool = False  # not attempted: the machine lacks what it needs (TensorRT, a GPU); reason says which
+    float_layers: dict | None = None  # int8: linear layers left in float (spec recipe + search) of how many
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -82,6 +88,7 @@ class Reference:
         verify = VerifyConfig.from_dict(self.manifest.stage("verify"))
         self.tensor_feeds = padded_feeds(self.spec.input_names, verify.shapes, verify.seed, self.manifest.vocab_size,
                                          self.manifest.tokenizer_settings.pad_token_id)
+        self._search = None  # the search split and fp32's outputs on it, made when an int8 search first asks
         progress(f"evaluation split: computing fp32 reference outputs ({self.task})")
         if self.task == "question-answering":
             self.eval_set = qa_evaluation_set(options.evaluation)
@@ -92,11 +99,27 @@ class Reference:
 
     def gate(self, bundle_dir: Path, model, gate: Gate, progress: Progress) -> gates.GateResult:
         """Gate the staged bundle, running on ``model``, its already opened backend."""
+        return self._gate(distilrt.read_bundle(bundle_dir), model, gate, self.eval_set, self.eval_reference, progress)
+
+    def gate_on_search_split(self, model, gate: Gate, config, options: VariantOptions) -> gates.GateResult:
+        """Gate a candidate graph (``model``, opened) on the search split: held-out data that follows the
+        evaluation split in its seeded order, disjoint from it, so that searching cannot fit the published gate."""
+        if self._search is None:
+            if self.task == "question-answering":
+                split = qa_evaluation_set(replace(options.evaluation, questions=config.questions), after=self.eval_set)
+                self._search = split, gates.answer_questions(self.head, split)
+            else:
+                split = mlm_evaluation_set(self.head, replace(options.evaluation,
+                                                              masked_positions=config.masked_positions),
+                                           self.model.input_names, after=self.eval_set)
+                self._search = split, gates.masked_logits(self.model.run, split)
+        return self._gate(self.bundle, model, gate, *self._search, None)
+
+    def _gate(self, bundle: Bundle, model, gate: Gate, eval_set, reference_outputs, progress) -> gates.GateResult:
         if self.task == "question-answering":
-            head = distilrt.head_for(distilrt.read_bundle(bundle_dir), model)
-            answers = gates.answer_questions(head, self.eval_set, progress)
-            return gates.qa_gate(self.eval_reference, answers, self.eval_set, gate)
-        return gates.mlm_gate(self.eval_reference, gates.masked_logits(model.run, self.eval_set), self.eval_set, gate)
+            answers = gates.answer_questions(distilrt.head_for(bundle, model), eval_set, progress)
+            return gates.qa_gate(reference_outputs, answers, eval_set, gate)
+        return gates.mlm_gate(reference_outputs, gates.masked_logits(model.run, eval_set), eval_set, gate)
 
     def verify_and_publish(self, staging: Path, destination: Path, candidate, manifest: dict, gate: Gate,
                            report: dict, target_name: str, progress: Progress) -> gates.GateResult:
@@ -111,8 +134,8 @@ class Reference:
         result = self.gate(staging, candidate, gate, progress)
         if not result.passed:
             raise VerificationError(
-                f"{variant} missed its gate: {result.metric} {result.value:.2f} < {result.threshold:.2f} "
-                f"(by {-result.margin:.2f})", result=result.to_dict())
+                f"{variant} missed its gate: {result.describe()} (by {-result.margin:.2f}); {result.rule_reason}",
+                result=result.to_dict())
         summary = {"passed": True, "tensors": {"against": "onnx fp32", "gated": tensors.gated,
                                                "worst": tensors.worst()},
                    "gate": {k: v for k, v in result.to_dict().items() if k != "figures"},

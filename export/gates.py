@@ -1,4 +1,8 @@
-"""Task-level gates: a reduced-precision variant against the fp32 variant on the held-out evaluation split."""
+"""Task-level gates: a derived variant against the fp32 variant on the held-out evaluation split.
+
+Two rules (``Gate`` says when each applies; docs/design.md#accuracy-gates says why): accuracy on the labels
+relative to fp32, decided on a paired lower bound, where fp32 has skill on the labels; agreement with fp32's
+outputs where it has none (RANDOM-weight stand-ins). Every result carries the figures of both."""
 
 from __future__ import annotations
 
@@ -7,11 +11,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from distilrt.calib.metrics import masked_lm_accuracy, squad_em_f1, topk_agreement
+from distilrt.calib.metrics import (
+    masked_lm_accuracy,
+    masked_lm_hits,
+    paired_relative_bound,
+    squad_em_f1,
+    squad_scores,
+    topk_agreement,
+)
 from distilrt.calib.sets import MaskedEvalSet, QAEvalSet
 from distilrt.export.config import Gate
 
 _QA_CHUNK = 32  # questions per runtime call: lets the head batch windows
+
+
+LABELS_RULE = "labels"  # accuracy on the labels relative to fp32 (MLPerf Inference's acceptance rule)
+AGREEMENT_RULE = "agreement"  # agreement with fp32's outputs
 
 
 @dataclass
@@ -20,18 +35,49 @@ class GateResult:
     threshold: float
     value: float
     figures: dict  # everything measured, for the report
+    rule: str = AGREEMENT_RULE  # which rule decided, and why: rule_reason
+    rule_reason: str = ""
+    bound: float | None = None  # labels rule: the paired lower bound of value, which is what must pass
+
+    @property
+    def decided_on(self) -> float:
+        return self.value if self.bound is None else self.bound
 
     @property
     def passed(self) -> bool:
-        return self.value >= self.threshold
+        return self.decided_on >= self.threshold
 
     @property
     def margin(self) -> float:
-        """How far above (positive) or below (negative) the threshold the variant landed."""
-        return self.value - self.threshold
+        """How far above (positive) or below (negative) the threshold the deciding figure landed."""
+        return self.decided_on - self.threshold
+
+    def describe(self) -> str:
+        """One line: the rule, the figure, its bound and the threshold."""
+        bound = "" if self.bound is None else f" (lower bound {self.bound:.2f})"
+        relation = ">=" if self.passed else "<"
+        return f"{self.metric} {self.value:.2f}{bound} {relation} {self.threshold:.2f} [{self.rule} rule]"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed, "margin": self.margin}
+
+
+def _decide(gate: Gate, fp32_scores: np.ndarray, variant_scores: np.ndarray, labels_metric: str,
+            agreement_metric: str, agreement: float, agreement_threshold: float, figures: dict) -> GateResult:
+    """The labels rule where fp32 has skill on the labels, else the agreement rule; figures of both."""
+    fp32_accuracy = 100.0 * float(fp32_scores.mean())
+    paired = None
+    if fp32_accuracy > 0 and len(fp32_scores) > 1:
+        paired = paired_relative_bound(variant_scores, fp32_scores, gate.confidence)
+    figures["paired_vs_fp32_on_labels"] = paired
+    if fp32_accuracy >= gate.min_fp32_accuracy:
+        why = (f"fp32 scores {fp32_accuracy:.1f} on the labels (>= {gate.min_fp32_accuracy:g}): the variant must keep "
+               f"{100 * gate.relative_accuracy:g}% of it at the {100 * gate.confidence:g}% paired lower bound")
+        return GateResult(labels_metric, 100.0 * gate.relative_accuracy, 100.0 * paired["ratio"], figures,
+                          LABELS_RULE, why, 100.0 * paired["lower_bound"])
+    why = (f"fp32 scores {fp32_accuracy:.1f} on the labels (< {gate.min_fp32_accuracy:g}: no skill to keep), so "
+           f"agreement with fp32 decides")
+    return GateResult(agreement_metric, agreement_threshold, agreement, figures, AGREEMENT_RULE, why)
 
 
 def answer_questions(head, eval_set: QAEvalSet, progress: Callable[[str], None] | None = None) -> list[str]:
@@ -57,7 +103,9 @@ def qa_gate(fp32_answers: list[str], variant_answers: list[str], eval_set: QAEva
         "fp32_vs_gold": squad_em_f1(fp32_answers, gold),
         "evaluation_set": eval_set.identity,
     }
-    return GateResult("qa_f1_vs_fp32", gate.qa_f1_vs_fp32, vs_fp32["f1"], figures)
+    fp32_f1, variant_f1 = squad_scores(fp32_answers, gold)[1], squad_scores(variant_answers, gold)[1]
+    return _decide(gate, fp32_f1, variant_f1, "qa_gold_f1_vs_fp32_pct", "qa_f1_vs_fp32", vs_fp32["f1"],
+                   gate.qa_f1_vs_fp32, figures)
 
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -77,4 +125,7 @@ def mlm_gate(fp32_logits: list[np.ndarray], variant_logits: list[np.ndarray], ev
         "fp32_vs_labels": masked_lm_accuracy(fp32_logits, eval_set.labels),
         "evaluation_set": eval_set.identity,
     }
-    return GateResult("mlm_top1_vs_fp32", gate.mlm_top1_vs_fp32, agreement["top1_agreement"], figures)
+    fp32_top1 = masked_lm_hits(fp32_logits, eval_set.labels)[0]
+    variant_top1 = masked_lm_hits(variant_logits, eval_set.labels)[0]
+    return _decide(gate, fp32_top1, variant_top1, "mlm_top1_accuracy_vs_fp32_pct", "mlm_top1_vs_fp32",
+                   agreement["top1_agreement"], gate.mlm_top1_vs_fp32, figures)

@@ -18,7 +18,10 @@ from distilrt.export.config import PrecisionConfig
 
 
 def convert(config: PrecisionConfig, source: Path, target: Path,
-            calibration_feeds: Iterable[Mapping[str, np.ndarray]] | None = None) -> None:
+            calibration_feeds: Iterable[Mapping[str, np.ndarray]] | None = None, work_dir: Path | None = None) -> None:
+    """Write ``source`` converted by ``config`` to ``target``. Static int8 with a ``work_dir`` keeps the prepared
+    graph and the calibrated tensor ranges there, so that converting again with other float nodes (the accuracy
+    search) skips the calibration."""
     if config.variant == "fp16":
         to_fp16(source, target, config)
     elif config.variant == "int8-dynamic":
@@ -26,7 +29,12 @@ def convert(config: PrecisionConfig, source: Path, target: Path,
     else:
         if calibration_feeds is None:
             raise ExportError(f"{config.variant} needs calibration inputs")
-        to_int8_static(source, target, config, calibration_feeds)
+        to_int8_static(source, target, config, calibration_feeds, work_dir)
+
+
+def float_nodes(path: Path, config: PrecisionConfig) -> list[str]:
+    """The nodes of ``op_types`` kept in float: the spec's patterns and the search's exact names."""
+    return sorted(set(nodes_matching(path, config.keep_float)) | set(config.float_nodes))
 
 
 def to_fp16(source: Path, target: Path, config: PrecisionConfig) -> None:
@@ -67,7 +75,7 @@ def to_int8_dynamic(source: Path, target: Path, config: PrecisionConfig) -> None
     try:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
                          op_types_to_quantize=list(config.op_types),
-                         nodes_to_exclude=nodes_matching(source, config.keep_float),
+                         nodes_to_exclude=float_nodes(source, config),
                          # Without it the fused graph fails: "Unable to find data type for weight_name"
                          # (docs/design.md#quantization).
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -104,7 +112,7 @@ def _chunk_size(count: int, largest: int = CALIBRATION_CHUNK) -> int:
 
 
 def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
-                   calibration_feeds: Iterable[Mapping[str, np.ndarray]]) -> None:
+                   calibration_feeds: Iterable[Mapping[str, np.ndarray]], work_dir: Path | None = None) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -123,15 +131,20 @@ def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
     # Despite its name, this option makes quantize_static calibrate in chunks with any method (quantize.py).
     extra_options["CalibStridedMinMax"] = _chunk_size(len(reader))
     with tempfile.TemporaryDirectory(prefix="distilrt-quant-") as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
+        kept = Path(work_dir) if work_dir is not None else Path(scratch)
+        prepared = kept / "prepared.onnx"
+        # The ranges depend on the graph, the method and the data, never on which nodes are excluded.
+        cache = kept / f"ranges-{config.calibration_method}-{config.percentile}-{config.symmetric}.json"
         try:
-            # Symbolic shape inference fails on these graphs and leaves large temp files behind (docs/design.md#quantization).
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            if not prepared.is_file():
+                # Symbolic shape inference fails on these graphs and leaves large temp files behind
+                # (docs/design.md#quantization).
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
-                str(prepared), str(target), reader,
+                str(prepared), str(target), reader, calibration_cache_path=str(cache),
                 quant_format=QuantFormat.QDQ, op_types_to_quantize=list(config.op_types),
                 nodes_to_quantize=weighted_nodes(prepared, config.op_types),
-                nodes_to_exclude=nodes_matching(prepared, config.keep_float),
+                nodes_to_exclude=float_nodes(prepared, config),
                 per_channel=config.per_channel, activation_type=activation_type, weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, config.calibration_method),
                 calibration_providers=["CPUExecutionProvider"], extra_options=extra_options,

@@ -16,6 +16,7 @@ from distilrt.export.config import (
     ExportConfig,
     FuseConfig,
     Gate,
+    PrecisionConfig,
     ShapeProfile,
     Tolerances,
     VerifyConfig,
@@ -42,12 +43,16 @@ def options_from_manifest(manifest: Manifest, out_dir: Path) -> BuildOptions:
 
 def variant_options_from_manifest(manifest: Manifest) -> VariantOptions:
     fuse, calibration, precision = manifest.stage("fuse"), manifest.stage("calibration"), manifest.stage("precision")
+    # The recorded precision config as it is (with any layers an int8 search left in float): no search again.
+    onnx_variant = manifest.engine_source_variant or manifest.variant
+    recorded = {} if precision is None else {onnx_variant: PrecisionConfig.from_dict(precision)}
     return VariantOptions(
         fuse=FuseConfig() if fuse is None else FuseConfig.from_dict(fuse),
         calib=CalibConfig() if calibration is None else CalibConfig.from_dict(calibration),
         evaluation=EvalConfig.from_dict(manifest.stage("evaluation")),
         calibration_method=(precision or {}).get("calibration_method") or DEFAULT_CALIBRATION_METHOD,
         gates={**GATES, gate_key(manifest.variant): Gate.from_dict(manifest.stage("gate"))},
+        precision=recorded,
     )
 
 

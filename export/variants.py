@@ -19,6 +19,7 @@ from distilrt.errors import DistilrtError, UserInputError
 from distilrt.export.config import VARIANTS, Gate, PrecisionConfig, gate_key
 from distilrt.export.derived_bundles import Reference, VariantOptions, VariantOutcome
 from distilrt.export.fuse import fuse
+from distilrt.export.int8_search import SearchResult, search_int8
 from distilrt.export.precision import convert, fp16_cpu_method, op_histogram, pad_to_common_length
 from distilrt.export.specs import ArchitectureSpec
 from distilrt.files import staging_dir
@@ -85,40 +86,64 @@ def _build_one(reference: Reference, variant: str, options: VariantOptions, scra
     try:
         with staging_dir(destination) as staging:
             progress(f"{variant}: making the graph")
-            precision = _make_graph(reference, variant, options, scratch, calibration, staging / MODEL_FILE)
+            precision, search = _make_graph(reference, variant, options, scratch, calibration, staging / MODEL_FILE,
+                                            gate, progress)
             shutil.copy(reference.bundle.tokenizer_path, staging / reference.manifest.tokenizer_file)
             candidate = open_backend("onnxruntime", staging / MODEL_FILE)
-            manifest = _variant_manifest(reference, variant, options, precision, gate, fused_ops, calibration)
-            report = {"ops": op_histogram(staging / MODEL_FILE)}
+            manifest = _variant_manifest(reference, variant, options, precision, gate, fused_ops, calibration,
+                                         search)
+            report = {"ops": op_histogram(staging / MODEL_FILE), "int8_search": search and search.record}
             if variant == "fp16":
                 report["fp16_parity_method"] = fp16_cpu_method(staging / MODEL_FILE)
             result = reference.verify_and_publish(staging, destination, candidate, manifest, gate, report,
                                                   f"onnx {variant} (onnxruntime CPU)", progress)
         size = (destination / MODEL_FILE).stat().st_size / 2**20
-        progress(f"{variant}: published ({result.metric} {result.value:.2f} >= {result.threshold:.2f})")
+        progress(f"{variant}: published ({result.describe()})")
         return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict(),
-                              calibration=calibration_identity)
+                              calibration=calibration_identity, float_layers=_float_layers(destination, precision))
     except DistilrtError as e:
         progress(f"{variant}: NOT published: {e}")
         return VariantOutcome.failed(variant, e, time.perf_counter() - started, calibration=calibration_identity)
 
 
 def _make_graph(reference: Reference, variant: str, options: VariantOptions, scratch: Path, calibration,
-                target: Path) -> PrecisionConfig | None:
+                target: Path, gate: Gate, progress: Progress) -> tuple[PrecisionConfig | None, SearchResult | None]:
+    """The variant's graph at ``target``, its precision config and, for an accuracy-searched int8 recipe, the
+    search that chose it."""
     if variant == "fused":
         shutil.copy(scratch / "fused.onnx", target)
-        return None
-    precision = precision_config(variant, reference.spec, options.calibration_method)
+        return None, None
+    precision = options.precision.get(variant) or precision_config(variant, reference.spec, options.calibration_method)
     source = scratch / "fused.onnx" if precision.source_graph == "fused" else reference.bundle.onnx_path
     feeds = None
     if precision.is_static_int8:
         feeds = pad_to_common_length(calibration.feeds, reference.manifest.tokenizer_settings.pad_token_id)
+    search = None
+    if options.int8_search is not None and variant.startswith("int8") and variant not in options.precision:
+        search = search_int8(precision, source, gate, lambda path, g: _score(reference, path, g, options),
+                             feeds or _probe_feeds(reference), options.int8_search, progress)
+        precision = search.precision
+    # The published graph is made afresh from its config alone, exactly as `distilrt rebuild` will make it.
     convert(precision, source, target, feeds)
-    return precision
+    return precision, search
+
+
+def _score(reference: Reference, path: Path, gate: Gate, options: VariantOptions):
+    with open_backend("onnxruntime", path) as model:
+        return reference.gate_on_search_split(model, gate, options.int8_search, options)
+
+
+def _probe_feeds(reference: Reference) -> list[dict]:
+    """Real inputs for the sensitivities of a recipe that calibrates on nothing (dynamic int8): 16 model inputs
+    of the calibration split, made with the runtime's preprocessing."""
+    from distilrt.calib.sets import CalibConfig, calibration_set
+
+    made = calibration_set(reference.head, CalibConfig(size=16), reference.model.input_names)
+    return pad_to_common_length(made.feeds, reference.manifest.tokenizer_settings.pad_token_id)
 
 
 def _variant_manifest(reference: Reference, variant: str, options: VariantOptions, precision, gate: Gate,
-                      fused_ops, calibration) -> dict:
+                      fused_ops, calibration, search: SearchResult | None) -> dict:
     base = reference.manifest
     uses_fusion = variant == "fused" or (precision is not None and precision.source_graph == "fused")
     static_int8 = precision is not None and precision.is_static_int8
@@ -130,9 +155,30 @@ def _variant_manifest(reference: Reference, variant: str, options: VariantOption
         stages["precision"] = precision.to_dict()
     if static_int8:
         stages["calibration"] = options.calib.to_dict()
+    if search is not None:
+        stages["int8_search"] = {**search.record["search"], "passed": search.passed,
+                                 "float_nodes": search.record["float_nodes"],
+                                 "linear_layers": search.record["linear_layers"]}
     return base.derive(variant, model={"precision": _precision_label(variant)}, stages=stages,
                        fused_ops=fused_ops if uses_fusion else None,
                        calibration=calibration.identity if static_int8 else None)
+
+
+def _float_layers(bundle: Path, precision: PrecisionConfig | None) -> dict | None:
+    """How many linear layers an int8 graph left in float, of how many: the accuracy bought with speed."""
+    import onnx
+
+    if precision is None or not precision.variant.startswith("int8"):
+        return None
+    quantized_ops = {"MatMulInteger", "QAttention", "DynamicQuantizeMatMul"}
+    graph = onnx.load(str(bundle / MODEL_FILE), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    linear = [n for n in graph.node if (n.op_type in ("MatMul", "Attention") and len(n.input) > 1
+                                        and (n.input[1] in weights or n.input[1] in dequantized))
+              or n.op_type in quantized_ops]
+    in_float = [n.name for n in linear if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
+    return {"float": len(in_float), "linear": len(linear), "searched": list(precision.float_nodes)}
 
 
 def _precision_label(variant: str) -> str:

@@ -112,7 +112,7 @@ def _build_one(reference: Reference, planned: _Planned, config: EngineConfig, ma
             finally:
                 engine.close()
         size = (destination / ENGINE_FILE).stat().st_size / 2**20
-        progress(f"{variant}: published ({result.metric} {result.value:.2f} >= {result.threshold:.2f})")
+        progress(f"{variant}: published ({result.describe()})")
         return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict())
     except DistilrtError as e:
         progress(f"{variant}: NOT published: {e}")

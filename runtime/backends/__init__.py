@@ -25,9 +25,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class ClosableModel:
-    """``with`` support for backends: ``close()`` frees the session or the GPU buffers when the caller is done,
-    instead of whenever the garbage collector gets to them."""
+class Closable:
+    """``with`` support for backends and the heads that own them: ``close()`` frees the session or the GPU
+    buffers when the caller is done, instead of whenever the garbage collector gets to them."""
 
     def close(self) -> None:
         raise NotImplementedError

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from distilrt.backends import ClosableModel
+from distilrt.backends import Closable
 from distilrt.errors import BackendError, CapabilityError, UserInputError
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-class OnnxRuntimeModel(ClosableModel):
+class OnnxRuntimeModel(Closable):
     def __init__(self, session, name: str = "onnxruntime"):
         self.name = name
         self._session = session

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distilrt.backends import ClosableModel
+from distilrt.backends import Closable
 from distilrt.errors import BackendError, CapabilityError, UserInputError
 
 RUNTIME_MODULES = ("tensorrt", "tensorrt_lean")
@@ -121,7 +121,7 @@ class _ProfileState:
     capacity: dict  # tensor name -> bytes allocated
 
 
-class TensorRTModel(ClosableModel):
+class TensorRTModel(Closable):
     def __init__(self, trt, cudart, engine, module_name: str):
         self.name = module_name
         self._trt, self._cudart, self._engine = trt, cudart, engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from distilrt.backends import Closable
 from distilrt.config import check_int
 from distilrt.tokenization import TokenizerSettings, private_copy, run_in_batches
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from distilrt.backends import Backend
 
 
-class TaskHead:
+class TaskHead(Closable):
     """Base of ``QuestionAnswerer`` and ``FillMask``. A head owns its backend: ``close()`` (or ``with``) frees it."""
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8):
@@ -44,9 +45,3 @@ class TaskHead:
 
     def close(self) -> None:
         self._backend.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
