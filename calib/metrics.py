@@ -113,9 +113,10 @@ def paired_relative_bound(candidate: np.ndarray, reference: np.ndarray, confiden
 
     ``ratio`` is mean(candidate) / mean(reference). ``lower_bound`` is the one-sided ``confidence`` lower bound of
     that ratio from the paired differences: with d = candidate - reference per item, the candidate keeps at least
-    (mean(candidate) - z * se(d)) / mean(reference) of the reference's score. Pairing is what makes a few hundred
-    items enough: most items score the same on both models, so se(d) is far smaller than either score's own
-    standard error. (se(d) is the normal approximation; the scores are bounded and the counts are hundreds.)
+    (mean(candidate) - z * se(d)) / mean(reference) of the reference's score; ``upper_bound`` is the one-sided
+    upper bound, with + z * se(d). Pairing is what makes a few hundred items informative: most items score the
+    same on both models, so se(d) is far smaller than either score's own standard error. (se(d) is the normal
+    approximation; the scores are bounded and the counts are hundreds.)
     """
     from statistics import NormalDist
 
@@ -128,11 +129,12 @@ def paired_relative_bound(candidate: np.ndarray, reference: np.ndarray, confiden
     if reference_mean <= 0:
         raise UserInputError("the reference scores nothing on these items, so a ratio to it is undefined")
     differences = candidate - reference
-    se = float(differences.std(ddof=1)) / np.sqrt(len(differences))
+    se = float(differences.std(ddof=1) / np.sqrt(len(differences)))
     z = NormalDist().inv_cdf(confidence)
     return {"items": len(candidate), "reference_mean": reference_mean, "candidate_mean": float(candidate.mean()),
             "ratio": float(candidate.mean()) / reference_mean,
             "lower_bound": (float(candidate.mean()) - z * se) / reference_mean,
+            "upper_bound": (float(candidate.mean()) + z * se) / reference_mean,
             "differing_items": int((differences != 0).sum()), "se_difference": se, "confidence": confidence}
 
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,10 @@ class EvalConfig(StageConfig):
     masked_positions: int = 2000  # fill-mask: at least this many masked positions
     seed: int = 0
     sequence_length: int = 128  # fill-mask: tokens per sequence, special tokens included
+    # Where the gate's paired interval straddles its threshold, the split doubles, up to these (None: never):
+    # more items decide the cases that noise would otherwise decide (docs/design.md#accuracy-gates).
+    max_questions: int | None = 4000
+    max_masked_positions: int | None = 16000
 
     def __post_init__(self):
         object.__setattr__(self, "source", _source_text(self.source))
@@ -90,6 +94,24 @@ class EvalConfig(StageConfig):
         _check_samples("masked_positions", self.masked_positions)
         check_int("seed", self.seed, minimum=0)
         check_int("sequence_length", self.sequence_length, minimum=_MIN_SEQUENCE_LENGTH)
+        for name, start in (("max_questions", self.questions), ("max_masked_positions", self.masked_positions)):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=start)
+
+    def extended(self, task: str) -> EvalConfig | None:
+        """The next, doubled split of ``task`` (it starts with this one's items), or None at the limit."""
+        size, limit = (("questions", self.max_questions) if task == "question-answering"
+                       else ("masked_positions", self.max_masked_positions))
+        current = getattr(self, size)
+        if limit is None or current >= limit:
+            return None
+        return replace(self, **{size: min(2 * current, limit)})
+
+    def largest(self, task: str) -> EvalConfig:
+        """The split at its limit: what the search split must come after to stay disjoint from every gate."""
+        size, limit = (("questions", self.max_questions) if task == "question-answering"
+                       else ("masked_positions", self.max_masked_positions))
+        return self if limit is None else replace(self, **{size: limit})
 
 
 @dataclass(frozen=True)

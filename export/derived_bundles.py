@@ -89,37 +89,72 @@ class Reference:
         self.tensor_feeds = padded_feeds(self.spec.input_names, verify.shapes, verify.seed, self.manifest.vocab_size,
                                          self.manifest.tokenizer_settings.pad_token_id)
         self._search = None  # the search split and fp32's outputs on it, made when an int8 search first asks
+        self.evaluation = options.evaluation
+        self._splits: dict = {}  # evaluation split size -> (the split, fp32's outputs on it); each extends the last
         progress(f"evaluation split: computing fp32 reference outputs ({self.task})")
+        self.eval_set, self.eval_reference = self._split(options.evaluation)
+
+    def _split(self, config: EvalConfig):
+        """The evaluation split of ``config`` and fp32's outputs on it (computed for the items not yet seen).
+        Splits of one seed are prefixes of each other, so a larger one only adds items."""
+        key = (config.questions, config.masked_positions)
+        if key not in self._splits:
+            if self.task == "question-answering":
+                split = qa_evaluation_set(config)
+            else:
+                split = mlm_evaluation_set(self.head, config, self.model.input_names)
+            known = max(self._splits.values(), key=lambda s: len(s[1]), default=(None, []))[1]
+            self._splits[key] = split, known + self._outputs(self.head, self.model, split, len(known), None)
+        return self._splits[key]
+
+    def _outputs(self, head, model, split, start: int, progress) -> list:
+        """A model's outputs on the split's items from ``start`` on: QA answers, or fill-mask masked logits."""
         if self.task == "question-answering":
-            self.eval_set = qa_evaluation_set(options.evaluation)
-            self.eval_reference = gates.answer_questions(self.head, self.eval_set, progress)
-        else:
-            self.eval_set = mlm_evaluation_set(self.head, options.evaluation, self.model.input_names)
-            self.eval_reference = gates.masked_logits(self.model.run, self.eval_set)
+            return gates.answer_questions(head, replace(split, questions=split.questions[start:]), progress)
+        return gates.masked_logits(model.run, replace(split, feeds=split.feeds[start:],
+                                                      positions=split.positions[start:]))
+
+    def _score(self, outputs: list, reference: list, split, gate: Gate) -> gates.GateResult:
+        if self.task == "question-answering":
+            return gates.qa_gate(reference, outputs, split, gate)
+        return gates.mlm_gate(reference, outputs, split, gate)
 
     def gate(self, bundle_dir: Path, model, gate: Gate, progress: Progress) -> gates.GateResult:
-        """Gate the staged bundle, running on ``model``, its already opened backend."""
-        return self._gate(distilrt.read_bundle(bundle_dir), model, gate, self.eval_set, self.eval_reference, progress)
+        """Gate the staged bundle, running on ``model``, its already opened backend. Where the paired interval
+        straddles the threshold, the split doubles (up to its configured limit) until it does not, so that more
+        items, not noise, decide the close cases (docs/design.md#accuracy-gates)."""
+        head = distilrt.head_for(distilrt.read_bundle(bundle_dir), model)
+        config, outputs = self.evaluation, []
+        while True:
+            split, reference = self._split(config)
+            outputs += self._outputs(head, model, split, len(outputs), progress)
+            result = self._score(outputs, reference, split, gate)
+            bigger = config.extended(self.task) if result.inconclusive else None
+            if bigger is None:
+                return result
+            progress(f"  {result.describe()}: inconclusive on {len(outputs)} items; doubling the evaluation split")
+            try:
+                self._split(bigger)
+            except UserInputError as e:  # the data holds no more: decide on what there is
+                progress(f"  cannot extend the evaluation split ({e}); deciding on {len(outputs)} items")
+                return result
+            config = bigger
 
     def gate_on_search_split(self, model, gate: Gate, config, options: VariantOptions) -> gates.GateResult:
         """Gate a candidate graph (``model``, opened) on the search split: held-out data that follows the
         evaluation split in its seeded order, disjoint from it, so that searching cannot fit the published gate."""
         if self._search is None:
+            largest = options.evaluation.largest(self.task)  # after every split the gate may extend to
             if self.task == "question-answering":
-                split = qa_evaluation_set(replace(options.evaluation, questions=config.questions), after=self.eval_set)
-                self._search = split, gates.answer_questions(self.head, split)
+                split = qa_evaluation_set(replace(largest, questions=config.questions), after=qa_evaluation_set(largest))
             else:
-                split = mlm_evaluation_set(self.head, replace(options.evaluation,
-                                                              masked_positions=config.masked_positions),
-                                           self.model.input_names, after=self.eval_set)
-                self._search = split, gates.masked_logits(self.model.run, split)
-        return self._gate(self.bundle, model, gate, *self._search, None)
-
-    def _gate(self, bundle: Bundle, model, gate: Gate, eval_set, reference_outputs, progress) -> gates.GateResult:
-        if self.task == "question-answering":
-            answers = gates.answer_questions(distilrt.head_for(bundle, model), eval_set, progress)
-            return gates.qa_gate(reference_outputs, answers, eval_set, gate)
-        return gates.mlm_gate(reference_outputs, gates.masked_logits(model.run, eval_set), eval_set, gate)
+                gate_split = mlm_evaluation_set(self.head, largest, self.model.input_names)
+                split = mlm_evaluation_set(self.head, replace(largest, masked_positions=config.masked_positions),
+                                           self.model.input_names, after=gate_split)
+            self._search = split, self._outputs(self.head, self.model, split, 0, None)
+        split, reference = self._search
+        return self._score(self._outputs(distilrt.head_for(self.bundle, model), model, split, 0, None), reference,
+                           split, gate)
 
     def verify_and_publish(self, staging: Path, destination: Path, candidate, manifest: dict, gate: Gate,
                            report: dict, target_name: str, progress: Progress) -> gates.GateResult:

@@ -37,11 +37,32 @@ class GateResult:
     figures: dict  # everything measured, for the report
     rule: str = AGREEMENT_RULE  # which rule decided, and why: rule_reason
     rule_reason: str = ""
-    bound: float | None = None  # labels rule: the paired lower bound of value, which is what must pass
+    bound: float | None = None  # labels rule: the paired one-sided lower bound of value
+    upper_bound: float | None = None  # labels rule: the paired one-sided upper bound of value
+
+    @property
+    def inconclusive(self) -> bool:
+        """The labels rule's interval straddles the threshold: these items cannot tell pass from fail."""
+        return self.bound is not None and self.bound < self.threshold <= self.upper_bound
+
+    @property
+    def decided_by(self) -> str:
+        if self.bound is None:
+            return "value"
+        if self.bound >= self.threshold:
+            return "lower bound"
+        if self.upper_bound < self.threshold:
+            return "upper bound"
+        return "value (the interval straddles the threshold at the largest split)"
 
     @property
     def decided_on(self) -> float:
-        return self.value if self.bound is None else self.bound
+        """The figure the decision rests on: the bound that settles it, or the value where neither does."""
+        if self.bound is not None and self.bound >= self.threshold:
+            return self.bound
+        if self.upper_bound is not None and self.upper_bound < self.threshold:
+            return self.upper_bound
+        return self.value
 
     @property
     def passed(self) -> bool:
@@ -53,13 +74,15 @@ class GateResult:
         return self.decided_on - self.threshold
 
     def describe(self) -> str:
-        """One line: the rule, the figure, its bound and the threshold."""
-        bound = "" if self.bound is None else f" (lower bound {self.bound:.2f})"
-        relation = ">=" if self.passed else "<"
-        return f"{self.metric} {self.value:.2f}{bound} {relation} {self.threshold:.2f} [{self.rule} rule]"
+        """One line: the rule, the figure, its interval, the threshold and what decided."""
+        if self.bound is None:
+            return f"{self.metric} {self.value:.2f} {'>=' if self.passed else '<'} {self.threshold:.2f} [{self.rule} rule]"
+        return (f"{self.metric} {self.value:.2f} (interval {self.bound:.2f}-{self.upper_bound:.2f}) "
+                f"{'passes' if self.passed else 'fails'} {self.threshold:.2f} by its {self.decided_by} "
+                f"[{self.rule} rule]")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed, "margin": self.margin}
+        return {**asdict(self), "passed": self.passed, "margin": self.margin, "decided_by": self.decided_by}
 
 
 def _decide(gate: Gate, fp32_scores: np.ndarray, variant_scores: np.ndarray, labels_metric: str,
@@ -72,9 +95,10 @@ def _decide(gate: Gate, fp32_scores: np.ndarray, variant_scores: np.ndarray, lab
     figures["paired_vs_fp32_on_labels"] = paired
     if fp32_accuracy >= gate.min_fp32_accuracy:
         why = (f"fp32 scores {fp32_accuracy:.1f} on the labels (>= {gate.min_fp32_accuracy:g}): the variant must keep "
-               f"{100 * gate.relative_accuracy:g}% of it at the {100 * gate.confidence:g}% paired lower bound")
+               f"{100 * gate.relative_accuracy:g}% of it ({100 * gate.confidence:g}% paired bounds on "
+               f"{len(fp32_scores)} items)")
         return GateResult(labels_metric, 100.0 * gate.relative_accuracy, 100.0 * paired["ratio"], figures,
-                          LABELS_RULE, why, 100.0 * paired["lower_bound"])
+                          LABELS_RULE, why, 100.0 * paired["lower_bound"], 100.0 * paired["upper_bound"])
     why = (f"fp32 scores {fp32_accuracy:.1f} on the labels (< {gate.min_fp32_accuracy:g}: no skill to keep), so "
            f"agreement with fp32 decides")
     return GateResult(agreement_metric, agreement_threshold, agreement, figures, AGREEMENT_RULE, why)

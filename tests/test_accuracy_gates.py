@@ -42,13 +42,21 @@ def test_the_paired_bound_is_tight_where_few_items_differ():
 def test_labels_rule_passes_a_variant_within_one_percent_and_refuses_one_below():
     fp32, good = _scores(1, 1000, 0.6, flips=2, loss=1.0)  # 2 of ~600 right answers lost: ratio ~99.7%
     result = _decide(INT8, fp32, good, "m", "a", 50.0, INT8.qa_f1_vs_fp32, {})
-    assert result.rule == LABELS_RULE and result.passed, result.describe()
-    assert result.bound < result.value and "lower bound" in result.describe()
+    assert result.rule == LABELS_RULE and result.passed and result.decided_by == "lower bound", result.describe()
+    assert result.bound < result.value < result.upper_bound
     fp32, bad = _scores(1, 1000, 0.6, flips=30, loss=1.0)  # ~5% of fp32's score lost
     result = _decide(INT8, fp32, bad, "m", "a", 99.0, INT8.qa_f1_vs_fp32, {})
-    assert result.rule == LABELS_RULE and not result.passed and result.margin < 0
-    # High agreement with fp32 does not pass a variant that loses accuracy on the labels.
-    assert result.figures["paired_vs_fp32_on_labels"]["ratio"] < 0.97
+    assert result.rule == LABELS_RULE and not result.passed and result.decided_by == "upper bound"
+    assert result.margin < 0 and result.figures["paired_vs_fp32_on_labels"]["ratio"] < 0.97
+    # High agreement with fp32 (99.0 here) does not pass a variant that loses accuracy on the labels.
+
+
+def test_a_close_case_is_inconclusive_and_then_decided_on_its_value():
+    fp32, close = _scores(3, 1000, 0.6, flips=20, loss=0.5)  # ratio ~99.25%: the interval straddles 99%
+    result = _decide(INT8, fp32, close, "m", "a", 99.0, INT8.qa_f1_vs_fp32, {})
+    assert result.inconclusive and result.bound < 99.0 <= result.upper_bound
+    assert result.decided_on == result.value and result.passed == (result.value >= 99.0)
+    assert "straddles" in result.decided_by
 
 
 def test_without_skill_on_the_labels_agreement_decides():
@@ -148,3 +156,21 @@ def test_a_searched_variant_records_its_recipe_and_rebuilds_without_searching(ti
     assert main(["rebuild", str(outcome.bundle), "--out", str(tmp_path / "rebuilt")]) == 0
     rebuilt = tmp_path / "rebuilt" / QA_NAME / "int8-qdq-trt" / "model.onnx"
     assert sha256_file(rebuilt) == sha256_file(outcome.bundle / "model.onnx")
+
+
+def test_evaluation_splits_double_as_prefixes_and_the_search_split_follows_the_largest():
+    from distilrt.calib.sets import EvalConfig, qa_evaluation_set
+
+    config = EvalConfig(questions=100, max_questions=300)
+    sizes = []
+    while config is not None:
+        sizes.append(config.questions)
+        config = config.extended("question-answering")
+    assert sizes == [100, 200, 300]
+    assert EvalConfig(questions=100, max_questions=None).extended("question-answering") is None
+    small, large = qa_evaluation_set(EvalConfig(questions=100)), qa_evaluation_set(EvalConfig(questions=200))
+    assert large.questions[:100] == small.questions  # a doubled split only adds items
+    largest = EvalConfig(questions=100, max_questions=300).largest("question-answering")
+    search = qa_evaluation_set(EvalConfig(questions=50), after=qa_evaluation_set(largest))
+    assert not {q.id for q in search.questions} & {q.id for q in qa_evaluation_set(largest).questions}
+    assert search.identity["after"] == 300
