@@ -253,13 +253,14 @@ def _checkpoint_lines(report: dict, checkpoint: str) -> list[str]:
     title += ", RANDOM weights: speed figures only)" if first.get("random_weights") else ")"
     accuracy = {a["variant"]: a for a in report["accuracy"] if a["checkpoint"] == checkpoint}
     lines = [title, "", "### Accuracy", "",
-             "| variant | backend | model MB | rule | metric | value | lower bound | threshold | margin | items "
-             "| agreement vs fp32 | gold fp32 | gold variant |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| variant | backend | model MB | searched float layers | rule | metric | value | lower bound | threshold "
+             "| margin | items | agreement vs fp32 | gold fp32 | gold variant |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant in variants:
         a = accuracy.get(variant["variant"], {})
         lines.append(f"| {variant['variant']} | {variant['backend']} | {_num(variant.get('model_mb'), 1)} | "
-                     f"{a.get('rule') or '—'} | {a.get('metric') or '—'} | {_num(a.get('value'), 2)} | "
+                     f"{variant.get('searched_float_layers', '—')} | {a.get('rule') or '—'} | "
+                     f"{a.get('metric') or '—'} | {_num(a.get('value'), 2)} | "
                      f"{_num(a.get('bound'), 2)} | {_num(a.get('threshold'), 2)} | {_num(a.get('margin'), 2)} | "
                      f"{a.get('items') or '—'} | {_num(a.get('agreement'), 2)} | {_gold_text(a, 'fp32')} | "
                      f"{_gold_text(a, 'variant')} |")

@@ -135,6 +135,8 @@ def bundle_record(bundle: Bundle) -> dict:
             "architecture": manifest.architecture, "backend": manifest.model_file.backend,
             "random_weights": manifest.source.random_weights,
             "model_mb": bundle.model_path.stat().st_size / 2**20 if bundle.model_path.is_file() else None,
+            # int8: linear layers the accuracy search left in float (the spec's own float layers not counted)
+            "searched_float_layers": len((manifest.stage("precision") or {}).get("float_nodes", ())),
             "verification": manifest.verification}
 
 

@@ -94,9 +94,9 @@ class EvalConfig(StageConfig):
         _check_samples("masked_positions", self.masked_positions)
         check_int("seed", self.seed, minimum=0)
         check_int("sequence_length", self.sequence_length, minimum=_MIN_SEQUENCE_LENGTH)
-        for name, start in (("max_questions", self.questions), ("max_masked_positions", self.masked_positions)):
+        for name in ("max_questions", "max_masked_positions"):  # a limit below the start size: no extension
             if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), minimum=start)
+                _check_samples(name, getattr(self, name))
 
     def extended(self, task: str) -> EvalConfig | None:
         """The next, doubled split of ``task`` (it starts with this one's items), or None at the limit."""
@@ -111,7 +111,7 @@ class EvalConfig(StageConfig):
         """The split at its limit: what the search split must come after to stay disjoint from every gate."""
         size, limit = (("questions", self.max_questions) if task == "question-answering"
                        else ("masked_positions", self.max_masked_positions))
-        return self if limit is None else replace(self, **{size: limit})
+        return self if limit is None or limit <= getattr(self, size) else replace(self, **{size: limit})
 
 
 @dataclass(frozen=True)

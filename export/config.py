@@ -168,7 +168,10 @@ class PrecisionConfig(StageConfig):
     @classmethod
     def int8_dynamic(cls, keep_float: tuple[str, ...] = ()) -> PrecisionConfig:
         # From the fused graph: gives QAttention + MatMulInteger, the fast CPU path (docs/design.md#quantization).
-        return cls("int8-dynamic", "fused", op_types=("MatMul", "Attention"), keep_float=tuple(keep_float))
+        # Per-channel weights: on a real encoder (fine-tuned MiniLM, 2,000 held-out questions) per-tensor weights
+        # kept 93.5% of fp32's gold F1 and per-channel 98.8% (docs/design.md#quantization).
+        return cls("int8-dynamic", "fused", op_types=("MatMul", "Attention"), keep_float=tuple(keep_float),
+                   per_channel=True)
 
     @classmethod
     def int8_qdq(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),

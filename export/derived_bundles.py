@@ -88,22 +88,31 @@ class Reference:
         verify = VerifyConfig.from_dict(self.manifest.stage("verify"))
         self.tensor_feeds = padded_feeds(self.spec.input_names, verify.shapes, verify.seed, self.manifest.vocab_size,
                                          self.manifest.tokenizer_settings.pad_token_id)
-        self._search = None  # the search split and fp32's outputs on it, made when an int8 search first asks
         self.evaluation = options.evaluation
-        self._splits: dict = {}  # evaluation split size -> (the split, fp32's outputs on it); each extends the last
+        # (family, split size) -> (the split, fp32's outputs on it). Two families: "gate", the evaluation split,
+        # and "search", the int8 search's split after the largest gate split. Each size extends the last.
+        self._splits: dict = {}
         progress(f"evaluation split: computing fp32 reference outputs ({self.task})")
-        self.eval_set, self.eval_reference = self._split(options.evaluation)
+        self.eval_set, self.eval_reference = self._split("gate", options.evaluation)
 
-    def _split(self, config: EvalConfig):
-        """The evaluation split of ``config`` and fp32's outputs on it (computed for the items not yet seen).
-        Splits of one seed are prefixes of each other, so a larger one only adds items."""
-        key = (config.questions, config.masked_positions)
+    def _make_split(self, family: str, config: EvalConfig):
+        after = None
+        if family == "search":  # after every split the gate may extend to, so the search cannot fit the gate
+            largest = self.evaluation.largest(self.task)
+            after = (qa_evaluation_set(largest) if self.task == "question-answering"
+                     else mlm_evaluation_set(self.head, largest, self.model.input_names))
+        if self.task == "question-answering":
+            return qa_evaluation_set(config, after=after)
+        return mlm_evaluation_set(self.head, config, self.model.input_names, after=after)
+
+    def _split(self, family: str, config: EvalConfig):
+        """A split and fp32's outputs on it (computed for the items not seen yet): splits of one family and seed
+        are prefixes of each other, so a larger one only adds items."""
+        key = (family, config.questions, config.masked_positions)
         if key not in self._splits:
-            if self.task == "question-answering":
-                split = qa_evaluation_set(config)
-            else:
-                split = mlm_evaluation_set(self.head, config, self.model.input_names)
-            known = max(self._splits.values(), key=lambda s: len(s[1]), default=(None, []))[1]
+            split = self._make_split(family, config)
+            known = max((v for k, v in self._splits.items() if k[0] == family), key=lambda v: len(v[1]),
+                        default=(None, []))[1]
             self._splits[key] = split, known + self._outputs(self.head, self.model, split, len(known), None)
         return self._splits[key]
 
@@ -120,41 +129,39 @@ class Reference:
         return gates.mlm_gate(reference, outputs, split, gate)
 
     def gate(self, bundle_dir: Path, model, gate: Gate, progress: Progress) -> gates.GateResult:
-        """Gate the staged bundle, running on ``model``, its already opened backend. Where the paired interval
-        straddles the threshold, the split doubles (up to its configured limit) until it does not, so that more
-        items, not noise, decide the close cases (docs/design.md#accuracy-gates)."""
+        """Gate the staged bundle, running on ``model``, its already opened backend, on the evaluation split."""
         head = distilrt.head_for(distilrt.read_bundle(bundle_dir), model)
-        config, outputs = self.evaluation, []
+        return self._gate_extending("gate", head, model, gate, self.evaluation, progress)
+
+    def gate_on_search_split(self, model, gate: Gate, config, options: VariantOptions) -> gates.GateResult:
+        """Gate a candidate graph (``model``, opened) on the search split: held-out data after every split the
+        published gate may use, so that searching cannot fit it. Decided like the gate, extension included."""
+        search = replace(options.evaluation, questions=config.questions, max_questions=config.max_questions,
+                         masked_positions=config.masked_positions,
+                         max_masked_positions=config.max_masked_positions)
+        return self._gate_extending("search", distilrt.head_for(self.bundle, model), model, gate, search, None)
+
+    def _gate_extending(self, family: str, head, model, gate: Gate, config: EvalConfig,
+                        progress: Progress | None) -> gates.GateResult:
+        """Where the paired interval straddles the threshold, the split doubles (up to its configured limit) until
+        it does not, so that more items, not noise, decide the close cases (docs/design.md#accuracy-gates)."""
+        outputs: list = []
         while True:
-            split, reference = self._split(config)
+            split, reference = self._split(family, config)
             outputs += self._outputs(head, model, split, len(outputs), progress)
             result = self._score(outputs, reference, split, gate)
             bigger = config.extended(self.task) if result.inconclusive else None
             if bigger is None:
                 return result
-            progress(f"  {result.describe()}: inconclusive on {len(outputs)} items; doubling the evaluation split")
+            if progress is not None:
+                progress(f"  {result.describe()}: inconclusive on {len(outputs)} items; doubling the split")
             try:
-                self._split(bigger)
+                self._split(family, bigger)
             except UserInputError as e:  # the data holds no more: decide on what there is
-                progress(f"  cannot extend the evaluation split ({e}); deciding on {len(outputs)} items")
+                if progress is not None:
+                    progress(f"  cannot extend the split ({e}); deciding on {len(outputs)} items")
                 return result
             config = bigger
-
-    def gate_on_search_split(self, model, gate: Gate, config, options: VariantOptions) -> gates.GateResult:
-        """Gate a candidate graph (``model``, opened) on the search split: held-out data that follows the
-        evaluation split in its seeded order, disjoint from it, so that searching cannot fit the published gate."""
-        if self._search is None:
-            largest = options.evaluation.largest(self.task)  # after every split the gate may extend to
-            if self.task == "question-answering":
-                split = qa_evaluation_set(replace(largest, questions=config.questions), after=qa_evaluation_set(largest))
-            else:
-                gate_split = mlm_evaluation_set(self.head, largest, self.model.input_names)
-                split = mlm_evaluation_set(self.head, replace(largest, masked_positions=config.masked_positions),
-                                           self.model.input_names, after=gate_split)
-            self._search = split, self._outputs(self.head, self.model, split, 0, None)
-        split, reference = self._search
-        return self._score(self._outputs(distilrt.head_for(self.bundle, model), model, split, 0, None), reference,
-                           split, gate)
 
     def verify_and_publish(self, staging: Path, destination: Path, candidate, manifest: dict, gate: Gate,
                            report: dict, target_name: str, progress: Progress) -> gates.GateResult:
