@@ -49,9 +49,10 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", help="evaluation file for the gates (default: the held-out split of --calib's "
                                             "source)")
     add_evaluation_size_arguments(parser)
-    parser.add_argument("--int8-search", action="store_true",
-                        help="accuracy-aware int8: leave the linear layers int8 hurts most in float, by measured "
-                             "sensitivity, until each int8 variant passes its gate on a search split")
+    parser.add_argument("--int8-search", action=argparse.BooleanOptionalAction, default=True,
+                        help="accuracy-aware int8 (default on): leave the linear layers int8 hurts most in float, "
+                             "by measured sensitivity, until each int8 variant passes its gate on a search split; "
+                             "--no-int8-search keeps the spec's recipe as it is")
     parser.add_argument("--max-float-share", type=float, default=default_of(Int8SearchConfig, "max_float_share"),
                         help="--int8-search: most linear layers left in float, as a share (default %(default)s)")
     parser.add_argument("--engine", action="store_true",

@@ -39,8 +39,9 @@ class VariantOptions:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     calibration_method: str = DEFAULT_CALIBRATION_METHOD
     gates: dict = field(default_factory=lambda: dict(GATES))
-    # Accuracy-aware int8 (export/int8_search.py): None keeps the spec's recipe as it is.
-    int8_search: Int8SearchConfig | None = None
+    # Accuracy-aware int8 (export/int8_search.py), on by default: on real weights the spec's recipes alone miss
+    # the gate (docs/design.md#quantization). None keeps the spec's recipe as it is.
+    int8_search: Int8SearchConfig | None = field(default_factory=Int8SearchConfig)
     # Precision configs to use as they are, by variant (a rebuild passes the recorded ones): no search.
     precision: dict = field(default_factory=dict)
 

@@ -53,7 +53,7 @@ class GateResult:
             return "lower bound"
         if self.upper_bound < self.threshold:
             return "upper bound"
-        return "value (the interval straddles the threshold at the largest split)"
+        return "value (its interval straddles the threshold)"
 
     @property
     def decided_on(self) -> float:

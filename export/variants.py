@@ -120,9 +120,12 @@ def _make_graph(reference: Reference, variant: str, options: VariantOptions, scr
         feeds = pad_to_common_length(calibration.feeds, reference.manifest.tokenizer_settings.pad_token_id)
     search = None
     if options.int8_search is not None and variant.startswith("int8") and variant not in options.precision:
-        search = search_int8(precision, source, gate, lambda path, g: _score(reference, path, g, options),
-                             feeds or _probe_feeds(reference), options.int8_search, progress)
-        precision = search.precision
+        try:
+            search = search_int8(precision, source, gate, lambda path, g: _score(reference, path, g, options),
+                                 feeds or _probe_feeds(reference), options.int8_search, progress)
+            precision = search.precision
+        except UserInputError as e:  # e.g. a small evaluation file leaves no held-out data for a search split
+            progress(f"{variant}: int8 search skipped ({e}); the spec's recipe goes to the gate as it is")
     # The published graph is made afresh from its config alone, exactly as `distilrt rebuild` will make it.
     convert(precision, source, target, feeds)
     return precision, search

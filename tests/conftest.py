@@ -50,8 +50,9 @@ def small_variant_options():
     from distilrt.calib.sets import CalibConfig, EvalConfig
     from distilrt.export.derived_bundles import VariantOptions
 
+    # No int8 search: it has tests of its own, and the variant matrix checks the spec's recipes.
     return VariantOptions(calib=CalibConfig(size=64, max_seq_len=128),
-                          evaluation=EvalConfig(questions=100, masked_positions=400))
+                          evaluation=EvalConfig(questions=100, masked_positions=400), int8_search=None)
 
 
 @pytest.fixture(scope="session")
