@@ -99,15 +99,18 @@ def _search_records(built) -> dict:
 
 def render(result: dict) -> str:
     lines = [f"# Real-weights acceptance: {Path(result['checkpoint']).name}", "",
-             f"Fine-tuned: {result['finetune']}; gated on {result['evaluation_questions']} held-out questions.", "",
-             "| variant | published | rule | gold F1 % of fp32 | lower bound | threshold | margin | gold F1 fp32 → variant "
-             "| agreement F1 vs fp32 | float linear layers |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"Fine-tuned: {result['finetune']}. Gates start on {result['evaluation_questions']} held-out questions "
+             "and double while the paired interval straddles the threshold (the questions column).", "",
+             "| variant | published | rule | questions | gold F1 % of fp32 | lower bound | upper bound | threshold | margin "
+             "| gold F1 fp32 → variant | agreement F1 vs fp32 | float / linear layers (head included) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, row in result["variants"].items():
         gate, figures = row.get("gate") or {}, (row.get("gate") or {}).get("figures") or {}
         gold = (figures.get("fp32_vs_gold") or {}).get("f1"), (figures.get("vs_gold") or {}).get("f1")
         floats = row.get("float_layers") or {}
         lines.append(f"| {variant} | {'yes' if row['published'] else 'NO'} | {gate.get('rule', '—')} | "
-                     f"{_num(gate.get('value'))} | {_num(gate.get('bound'))} | {_num(gate.get('threshold'))} | "
+                     f"{figures.get('questions', '—')} | {_num(gate.get('value'))} | {_num(gate.get('bound'))} | "
+                     f"{_num(gate.get('upper_bound'))} | {_num(gate.get('threshold'))} | "
                      f"{_num(gate.get('margin'))} | {_num(gold[0])} → {_num(gold[1])} | "
                      f"{_num((figures.get('vs_fp32') or {}).get('f1'))} | "
                      + (f"{floats['float']}/{floats['linear']}" if floats else "—") + " |")
