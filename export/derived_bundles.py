@@ -94,7 +94,7 @@ class Reference:
         # and "search", the int8 search's split after the largest gate split. Each size extends the last.
         self._splits: dict = {}
         progress(f"evaluation split: computing fp32 reference outputs ({self.task})")
-        self.eval_set, self.eval_reference = self._split("gate", options.evaluation)
+        self._split("gate", options.evaluation)  # fp32's outputs on the evaluation split, once for every variant
 
     def _make_split(self, family: str, config: EvalConfig):
         after = None
