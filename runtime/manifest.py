@@ -165,10 +165,6 @@ class Manifest(Mapping[str, Any]):
         return self.model_file.format == ENGINE_FORMAT
 
     @property
-    def precision(self) -> str:
-        return self._data["model"]["precision"]
-
-    @property
     def vocab_size(self) -> int:
         return self._data["model"]["vocab_size"]
 
@@ -195,9 +191,6 @@ class Manifest(Mapping[str, Any]):
     def files(self) -> Mapping[str, str]:
         """sha256 of every file of the bundle, by name (empty before the bundle is written)."""
         return self._data.get("files", {})
-
-    def file_sha256(self, name: str) -> str:
-        return self.files[name]
 
     @property
     def onnx_sha256(self) -> str:

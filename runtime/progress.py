@@ -11,6 +11,3 @@ Progress = Callable[[str], None]
 def print_progress(message: str) -> None:
     print(f"[distilrt] {message}", file=sys.stderr, flush=True)
 
-
-def no_progress(message: str) -> None:
-    """For callers that want the work done quietly (tests, library use)."""
