@@ -25,7 +25,11 @@ def normalize_answer(text: str) -> str:
 
 def squad_em_f1(predictions: list[str], references: list[Sequence[str]]) -> dict:
     """Exact match and F1 in %, each question scored against its best-matching reference answer."""
-    exact, f1 = squad_scores(predictions, references)
+    return squad_summary(*squad_scores(predictions, references))
+
+
+def squad_summary(exact: np.ndarray, f1: np.ndarray) -> dict:
+    """Exact match and F1 in % from ``squad_scores``' per-question scores."""
     return {"exact_match": 100.0 * float(exact.mean()), "f1": 100.0 * float(f1.mean()), "count": len(f1)}
 
 
@@ -91,7 +95,11 @@ def topk_agreement(
 
 def masked_lm_accuracy(logits: list[np.ndarray], labels: list[np.ndarray]) -> dict:
     """How often the original token is the model's first guess, and among its first five, in %."""
-    top1, top5 = masked_lm_hits(logits, labels)
+    return masked_lm_summary(*masked_lm_hits(logits, labels))
+
+
+def masked_lm_summary(top1: np.ndarray, top5: np.ndarray) -> dict:
+    """Top-1 and top-5 accuracy in % from ``masked_lm_hits``' per-position hits."""
     return {"positions": len(top1), "top1_accuracy": 100.0 * float(top1.mean()),
             "top5_accuracy": 100.0 * float(top5.mean())}
 

@@ -93,15 +93,19 @@ class Reference:
         # (family, split size) -> (the split, fp32's outputs on it). Two families: "gate", the evaluation split,
         # and "search", the int8 search's split after the largest gate split. Each size extends the last.
         self._splits: dict = {}
+        self._largest_gate_split = None  # what the search split comes after; made when a search first asks
         progress(f"evaluation split: computing fp32 reference outputs ({self.task})")
         self._split("gate", options.evaluation)  # fp32's outputs on the evaluation split, once for every variant
 
     def _make_split(self, family: str, config: EvalConfig):
         after = None
         if family == "search":  # after every split the gate may extend to, so the search cannot fit the gate
-            largest = self.evaluation.largest(self.task)
-            after = (qa_evaluation_set(largest) if self.task == "question-answering"
-                     else mlm_evaluation_set(self.head, largest, self.model.input_names))
+            if self._largest_gate_split is None:
+                largest = self.evaluation.largest(self.task)
+                self._largest_gate_split = (
+                    qa_evaluation_set(largest) if self.task == "question-answering"
+                    else mlm_evaluation_set(self.head, largest, self.model.input_names))
+            after = self._largest_gate_split
         if self.task == "question-answering":
             return qa_evaluation_set(config, after=after)
         return mlm_evaluation_set(self.head, config, self.model.input_names, after=after)

@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from distilrt.calib.metrics import (
-    masked_lm_accuracy,
     masked_lm_hits,
+    masked_lm_summary,
     paired_relative_bound,
     squad_em_f1,
     squad_scores,
+    squad_summary,
     topk_agreement,
 )
 from distilrt.calib.sets import MaskedEvalSet, QAEvalSet
@@ -45,24 +46,24 @@ class GateResult:
         """The labels rule's interval straddles the threshold: these items cannot tell pass from fail."""
         return self.bound is not None and self.bound < self.threshold <= self.upper_bound
 
+    def _decision(self) -> tuple[str, float]:
+        """What settles the gate and its figure: a bound that clears or misses the threshold outright, else the
+        value (agreement rule, or an interval that straddles the threshold)."""
+        if self.bound is None:
+            return "value", self.value
+        if self.bound >= self.threshold:
+            return "lower bound", self.bound
+        if self.upper_bound < self.threshold:
+            return "upper bound", self.upper_bound
+        return "value (its interval straddles the threshold)", self.value
+
     @property
     def decided_by(self) -> str:
-        if self.bound is None:
-            return "value"
-        if self.bound >= self.threshold:
-            return "lower bound"
-        if self.upper_bound < self.threshold:
-            return "upper bound"
-        return "value (its interval straddles the threshold)"
+        return self._decision()[0]
 
     @property
     def decided_on(self) -> float:
-        """The figure the decision rests on: the bound that settles it, or the value where neither does."""
-        if self.bound is not None and self.bound >= self.threshold:
-            return self.bound
-        if self.upper_bound is not None and self.upper_bound < self.threshold:
-            return self.upper_bound
-        return self.value
+        return self._decision()[1]
 
     @property
     def passed(self) -> bool:
@@ -120,15 +121,15 @@ def answer_questions(head, eval_set: QAEvalSet, progress: Callable[[str], None] 
 def qa_gate(fp32_answers: list[str], variant_answers: list[str], eval_set: QAEvalSet, gate: Gate) -> GateResult:
     gold = [q.answers for q in eval_set.questions]
     vs_fp32 = squad_em_f1(variant_answers, [[a] for a in fp32_answers])
+    fp32_scores, variant_scores = squad_scores(fp32_answers, gold), squad_scores(variant_answers, gold)
     figures = {
         "questions": len(eval_set.questions),
         "vs_fp32": vs_fp32,
-        "vs_gold": squad_em_f1(variant_answers, gold),
-        "fp32_vs_gold": squad_em_f1(fp32_answers, gold),
+        "vs_gold": squad_summary(*variant_scores),
+        "fp32_vs_gold": squad_summary(*fp32_scores),
         "evaluation_set": eval_set.identity,
     }
-    fp32_f1, variant_f1 = squad_scores(fp32_answers, gold)[1], squad_scores(variant_answers, gold)[1]
-    return _decide(gate, fp32_f1, variant_f1, "qa_gold_f1_vs_fp32_pct", "qa_f1_vs_fp32", vs_fp32["f1"],
+    return _decide(gate, fp32_scores[1], variant_scores[1], "qa_gold_f1_vs_fp32_pct", "qa_f1_vs_fp32", vs_fp32["f1"],
                    gate.qa_f1_vs_fp32, figures)
 
 
@@ -143,13 +144,12 @@ def masked_logits(run: RunFn, eval_set: MaskedEvalSet) -> list[np.ndarray]:
 def mlm_gate(fp32_logits: list[np.ndarray], variant_logits: list[np.ndarray], eval_set: MaskedEvalSet,
              gate: Gate) -> GateResult:
     agreement = topk_agreement(fp32_logits, variant_logits, k=5)
+    fp32_hits, variant_hits = masked_lm_hits(fp32_logits, eval_set.labels), masked_lm_hits(variant_logits, eval_set.labels)
     figures = {
         "vs_fp32": agreement,
-        "vs_labels": masked_lm_accuracy(variant_logits, eval_set.labels),
-        "fp32_vs_labels": masked_lm_accuracy(fp32_logits, eval_set.labels),
+        "vs_labels": masked_lm_summary(*variant_hits),
+        "fp32_vs_labels": masked_lm_summary(*fp32_hits),
         "evaluation_set": eval_set.identity,
     }
-    fp32_top1 = masked_lm_hits(fp32_logits, eval_set.labels)[0]
-    variant_top1 = masked_lm_hits(variant_logits, eval_set.labels)[0]
-    return _decide(gate, fp32_top1, variant_top1, "mlm_top1_accuracy_vs_fp32_pct", "mlm_top1_vs_fp32",
+    return _decide(gate, fp32_hits[0], variant_hits[0], "mlm_top1_accuracy_vs_fp32_pct", "mlm_top1_vs_fp32",
                    agreement["top1_agreement"], gate.mlm_top1_vs_fp32, figures)

@@ -199,7 +199,11 @@ def weighted_nodes(path: Path, op_types: tuple[str, ...]) -> list[str]:
     while the dynamic path, which quantizes them per call, loses nothing."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    return weighted_nodes_of(onnx.load(str(path), load_external_data=False).graph, op_types)
+
+
+def weighted_nodes_of(graph, op_types: tuple[str, ...]) -> list[str]:
+    """``weighted_nodes`` of an already loaded graph."""
     weights = {initializer.name for initializer in graph.initializer}
     return [node.name for node in graph.node
             if node.op_type in op_types and len(node.input) > 1 and node.input[1] in weights]

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from distilrt.backends import open_backend
 from distilrt.bundle import Bundle
-from distilrt.calib.sets import calibration_set
+from distilrt.calib.sets import CalibConfig, calibration_set
 from distilrt.errors import DistilrtError, UserInputError
 from distilrt.export.config import VARIANTS, Gate, PrecisionConfig, gate_key
 from distilrt.export.derived_bundles import Reference, VariantOptions, VariantOutcome
 from distilrt.export.fuse import fuse
 from distilrt.export.int8_search import SearchResult, search_int8
-from distilrt.export.precision import convert, fp16_cpu_method, op_histogram, pad_to_common_length
+from distilrt.export.precision import convert, fp16_cpu_method, op_histogram, pad_to_common_length, weighted_nodes_of
 from distilrt.export.specs import ArchitectureSpec
 from distilrt.files import staging_dir
 from distilrt.progress import Progress, print_progress
@@ -139,8 +139,6 @@ def _score(reference: Reference, path: Path, gate: Gate, options: VariantOptions
 def _probe_feeds(reference: Reference) -> list[dict]:
     """Real inputs for the sensitivities of a recipe that calibrates on nothing (dynamic int8): 16 model inputs
     of the calibration split, made with the runtime's preprocessing."""
-    from distilrt.calib.sets import CalibConfig, calibration_set
-
     made = calibration_set(reference.head, CalibConfig(size=16), reference.model.input_names)
     return pad_to_common_length(made.feeds, reference.manifest.tokenizer_settings.pad_token_id)
 
@@ -173,15 +171,13 @@ def _float_layers(bundle: Path, precision: PrecisionConfig | None) -> dict | Non
 
     if precision is None or not precision.variant.startswith("int8"):
         return None
-    quantized_ops = {"MatMulInteger", "QAttention", "DynamicQuantizeMatMul"}
     graph = onnx.load(str(bundle / MODEL_FILE), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
+    in_float = weighted_nodes_of(graph, ("MatMul", "Attention"))  # a float weight: the layer was not quantized
+    # Quantized layers: static Q/DQ MatMuls read a dequantized weight; dynamic ones became integer ops.
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    linear = [n for n in graph.node if (n.op_type in ("MatMul", "Attention") and len(n.input) > 1
-                                        and (n.input[1] in weights or n.input[1] in dequantized))
-              or n.op_type in quantized_ops]
-    in_float = [n.name for n in linear if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
-    return {"float": len(in_float), "linear": len(linear), "searched": list(precision.float_nodes)}
+    quantized = [n for n in graph.node if n.op_type in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul")
+                 or (n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in dequantized)]
+    return {"float": len(in_float), "linear": len(in_float) + len(quantized), "searched": list(precision.float_nodes)}
 
 
 def _precision_label(variant: str) -> str:
