@@ -6,13 +6,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import distilrt
 from distilrt.bundle import Bundle
 from distilrt.calib.synthetic import padded_feeds
 from distilrt.export import checkpoint as ckpt
 from distilrt.export.config import ExportConfig, ShapeProfile, Tolerances, VerifyConfig
 from distilrt.export.onnx_export import export_onnx, resolve_attn_implementation
-from distilrt.export.probes import task_probes
+from distilrt.export.probes import task_probes, tokenizer_samples
 from distilrt.export.publish import finish_bundle, write_manifest
+from distilrt.export.task_reference import task_reference
+from distilrt.export.tokenizer_check import verify_tokenizer
+from distilrt.export.transformers_support import transformers_version
 from distilrt.export.verify import verify_task, verify_tensors
 from distilrt.files import staging_dir
 from distilrt.manifest import SCHEMA_VERSION
@@ -60,7 +64,14 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
         progress("exporting ONNX fp32 (TorchScript exporter)")
         export_onnx(model, checkpoint.spec, checkpoint.task, options.export, staging / "model.onnx",
                     vocab_size, settings.pad_token_id)
+        # The tokenizer transformers runs (AutoTokenizer's backend), which may differ from the checkpoint's file.
         hf_tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"))
+        probes = task_probes(checkpoint.task.name, settings.mask_token, options.verify.task_samples,
+                             options.verify.seed)
+        samples = tokenizer_samples(checkpoint.task.name, probes, settings.mask_token)
+        progress(f"checking tokenizer.json against AutoTokenizer on {len(samples)} texts")
+        tokenizer_check = verify_tokenizer(hf_tokenizer, staging / "tokenizer.json", samples, checkpoint.directory,
+                                           transformers_version())
 
         progress(f"verifying ONNX against PyTorch on {len(options.verify.shapes)} seeded (batch, sequence) shapes")
         tensors = _verify_onnx_against_torch(model, checkpoint, staging / "model.onnx", options, vocab_size,
@@ -83,12 +94,13 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
         }
         write_manifest(staging, manifest)
 
-        progress(f"verifying the bundle's runtime against the transformers pipeline on "
-                 f"{options.verify.task_samples} inputs")
-        task = _verify_runtime_against_pipeline(staging, model, hf_tokenizer, checkpoint, settings, options)
+        reference = task_reference(checkpoint.task, model, hf_tokenizer, settings)
+        progress(f"verifying the bundle's runtime against the {reference.kind} on {len(probes)} inputs")
+        task = verify_task(checkpoint.task.name, probes, reference.run, distilrt.load(staging),
+                           options.tolerances.score_atol, reference_name=reference.description)
 
-        report = {"tensors": tensors.to_dict(), "task": task.to_dict()}
-        manifest = finish_bundle(staging, destination, manifest, report, _summary(tensors, task))
+        report = {"tensors": tensors.to_dict(), "tokenizer": tokenizer_check.to_dict(), "task": task.to_dict()}
+        manifest = finish_bundle(staging, destination, manifest, report, _summary(tensors, tokenizer_check, task))
     seconds = time.perf_counter() - started
     progress(f"published {destination} in {seconds:.1f}s")
     return BuildResult(destination, manifest, seconds)
@@ -113,17 +125,6 @@ def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: Buil
                           source_name="pytorch", target_name="onnx fp32 (onnxruntime CPU)")
 
 
-def _verify_runtime_against_pipeline(bundle_dir: Path, model, hf_tokenizer, checkpoint, settings, options: BuildOptions):
-    import transformers
-
-    import distilrt
-
-    reference = transformers.pipeline(checkpoint.task.name, model=model, tokenizer=hf_tokenizer, device="cpu")
-    candidate = distilrt.load(bundle_dir)
-    probes = task_probes(checkpoint.task.name, settings.mask_token, options.verify.task_samples, options.verify.seed)
-    return verify_task(checkpoint.task.name, probes, reference, candidate, options.tolerances.score_atol)
-
-
 def _model_record(checkpoint, vocab_size: int) -> dict:
     axes = ["batch", "sequence"]
     output_shape = axes + [vocab_size] if checkpoint.task.name == "fill-mask" else axes
@@ -142,10 +143,12 @@ def _model_record(checkpoint, vocab_size: int) -> dict:
     }
 
 
-def _summary(tensors, task) -> dict:
+def _summary(tensors, tokenizer_check, task) -> dict:
     return {
-        "passed": bool(tensors) and bool(task),
+        "passed": bool(tensors) and tokenizer_check.passed and bool(task),
         "tensors": {"against": tensors.source, "worst": tensors.worst()},
-        "task": {"against": "transformers pipeline", "inputs": task.inputs, "matched": task.matched,
+        "tokenizer": {"against": tokenizer_check.against, "inputs": tokenizer_check.inputs,
+                      "matched": tokenizer_check.matched},
+        "task": {"against": task.reference, "inputs": task.inputs, "matched": task.matched,
                  "max_score_diff": task.max_score_diff, "score_atol": task.score_atol},
     }

@@ -127,13 +127,18 @@ def _choose_task(config: dict, task: str | None, directory: Path) -> TaskSpec:
 
 
 def load_model(checkpoint: Checkpoint, attn_implementation: str):
-    """The checkpoint's model with its task head, in eval mode; every head weight must come from the checkpoint."""
+    """The checkpoint's model with its task head, in eval mode and float32; every head weight must come from the
+    checkpoint."""
+    import torch
     import transformers
 
     auto_class = getattr(transformers, checkpoint.task.auto_class)
     try:
+        # float32 whatever dtype the checkpoint was saved in: transformers 5 loads the saved dtype by default,
+        # and the fp32 bundle is the reference every variant is measured against.
         model, info = auto_class.from_pretrained(
-            checkpoint.directory, attn_implementation=attn_implementation, output_loading_info=True
+            checkpoint.directory, attn_implementation=attn_implementation, dtype=torch.float32,
+            output_loading_info=True,
         )
     except Exception as e:
         raise CheckpointError(f"transformers could not load {checkpoint.directory}: {e}") from e
@@ -173,5 +178,17 @@ def tokenizer_settings(tokenizer, max_sequence: int) -> TokenizerSettings:
         mask_token=tokenizer.mask_token,
         mask_token_id=tokenizer.mask_token_id,
         model_max_length=int(min(tokenizer.model_max_length, max_sequence)),
-        clean_up_tokenization_spaces=bool(tokenizer.clean_up_tokenization_spaces),
+        clean_up_tokenization_spaces=decode_cleans_up(tokenizer),
     )
+
+
+def decode_cleans_up(tokenizer) -> bool:
+    """Whether the tokenizer's decode removes spaces before punctuation, as the running transformers does it:
+    5.x skips that clean-up for BPE models (it corrupts their text) unless a flag forces it, whatever
+    ``clean_up_tokenization_spaces`` says."""
+    if not tokenizer.clean_up_tokenization_spaces:
+        return False
+    force = getattr(tokenizer, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", None)
+    if force is None:  # transformers 4.x: no BPE exception
+        return True
+    return bool(force) or type(tokenizer.backend_tokenizer.model).__name__ != "BPE"

@@ -40,6 +40,10 @@ class ExportConfig(StageConfig):
     attn_implementation: str | None = None
     trace_batch: int = 2
     trace_sequence: int = 16
+    # Stated, not left to library defaults that moved: torch 2.14 made the dynamo exporter the default and
+    # transformers 5 loads the dtype a checkpoint was saved in. Each has one supported value.
+    exporter: str = "torchscript"  # torch.onnx.export(dynamo=False): the only graphs that fuse
+    dtype: str = "float32"  # the fp32 bundle every variant is measured against
 
     def __post_init__(self):
         if self.opset < 17:
@@ -48,6 +52,10 @@ class ExportConfig(StageConfig):
             raise UserInputError(
                 f"attn_implementation must be 'eager', 'sdpa' or None (auto), got {self.attn_implementation!r}"
             )
+        if self.exporter != "torchscript":
+            raise UserInputError(f"exporter must be 'torchscript' (dynamo graphs do not fuse), got {self.exporter!r}")
+        if self.dtype != "float32":
+            raise UserInputError(f"dtype must be 'float32' (variants are derived from the fp32 bundle), got {self.dtype!r}")
         if self.trace_batch < 2 or self.trace_sequence < 2:
             # Tracing with a dimension of 1 lets the exporter specialise it away; dynamic axes need >= 2.
             raise UserInputError("trace_batch and trace_sequence must be at least 2 so the axes stay dynamic")

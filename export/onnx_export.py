@@ -11,18 +11,16 @@ from distilrt.calib.synthetic import padded_feed
 from distilrt.errors import ExportError
 from distilrt.export.config import ExportConfig
 from distilrt.export.specs import ArchitectureSpec, TaskSpec
+from distilrt.export.transformers_support import fusable_attn_implementation
 
 AXES = {0: "batch", 1: "sequence"}
 
 
 def resolve_attn_implementation(config: ExportConfig) -> str:
-    """The attention implementation whose TorchScript export ONNX Runtime can fuse (measured:
-    docs/design.md#export-and-attention-implementation)."""
+    """The configured attention implementation, or the one this transformers exports in a fusable form."""
     if config.attn_implementation is not None:
         return config.attn_implementation
-    import transformers
-
-    return "sdpa" if int(transformers.__version__.split(".")[0]) < 5 else "eager"
+    return fusable_attn_implementation()
 
 
 class _NamedOutputs:
@@ -61,7 +59,7 @@ def export_onnx(model, spec: ArchitectureSpec, task: TaskSpec, config: ExportCon
                 wrapper,
                 tuple(torch.from_numpy(example[name]) for name in spec.input_names),
                 str(path),
-                dynamo=False,
+                dynamo=False,  # config.exporter == "torchscript", explicit since torch 2.14 defaults to dynamo
                 opset_version=config.opset,
                 input_names=list(spec.input_names),
                 output_names=list(task.output_names),

@@ -8,6 +8,20 @@ from distilrt.calib.text import mask_words, read_sentences
 
 Probe = tuple[tuple, dict]  # positional args, keyword args of one call
 
+# Texts where tokenizers tend to disagree: accents (composed and combining), ligatures, CJK, emoji, odd spacing,
+# punctuation runs, digits and special tokens written in the text ({mask}: the checkpoint's mask token).
+TOKENIZER_EDGE_TEXTS = (
+    "Café naïve Zoë ordered crème brûlée and a piña colada 🍹 in Zürich.",
+    "The letter e\u0301 has a combining accent; ﬁnance starts with the ﬁ ligature; Straße has ß.",
+    "東京は日本の首都です。Кто написал «Войну и мир»? Ærø, Łódź, Dvořák.",
+    "   leading, trailing   and  doubled   spaces\tand\ttabs\nand new lines   ",
+    "It 's 1,000.50 $ -- \"quoted\" (bracketed) [square] {{curly}} ... !!! ??? e-mail@example.com",
+    "{mask}",
+    "Paris is the {mask} of France.",
+    "a{mask}b {mask}{mask} ({mask}) {mask}.",
+    "[CLS] [SEP] [PAD] [UNK] <s> </s> <pad> <unk> literally in the text",
+)
+
 
 def question_answering_probes(count: int, seed: int) -> list[Probe]:
     """Single paragraphs, multi-paragraph contexts longer than one window, and top_k > 1."""
@@ -33,3 +47,12 @@ def task_probes(task: str, mask_token: str | None, count: int, seed: int) -> lis
     if task == "question-answering":
         return question_answering_probes(count, seed)
     return fill_mask_probes(mask_token, count, seed)
+
+
+def tokenizer_samples(task: str, probes: list[Probe], mask_token: str | None) -> list[str | tuple[str, str]]:
+    """What the tokenizer check encodes: the probes' texts (question-context pairs for QA) and the edge texts."""
+    edge = [text.format(mask=mask_token or "[MASK]") for text in TOKENIZER_EDGE_TEXTS]
+    if task == "question-answering":
+        pairs = [(kwargs["question"], kwargs["context"]) for _, kwargs in probes]
+        return pairs + [(question, context) for question, context in zip(edge, edge[1:] + edge[:1])]
+    return [args[0] for args, _ in probes] + edge

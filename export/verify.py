@@ -123,9 +123,11 @@ def verify_tensors(source: RunFn, target: RunFn, feeds: Mapping[tuple[int, int],
 
 @dataclass
 class TaskVerification:
-    """The runtime's task outputs vs the transformers pipeline's, on the same inputs."""
+    """The runtime's task outputs vs a reference's (the transformers pipeline, where there is one), on the same
+    inputs."""
 
     task: str
+    reference: str
     inputs: int
     matched: int
     score_atol: float
@@ -144,9 +146,11 @@ class TaskVerification:
 
 
 def verify_task(task: str, probes: list[tuple[tuple, dict]], reference: Callable, candidate: Callable,
-                score_atol: float, *, max_reported: int = 5) -> TaskVerification:
+                score_atol: float, *, reference_name: str = "the transformers pipeline", max_reported: int = 5
+                ) -> TaskVerification:
     """Run every probe (positional args, keyword args) through both; all fields but scores must be equal."""
-    result = TaskVerification(task, inputs=len(probes), matched=0, score_atol=score_atol, max_score_diff=0.0)
+    result = TaskVerification(task, reference_name, inputs=len(probes), matched=0, score_atol=score_atol,
+                              max_score_diff=0.0)
     for args, kwargs in probes:
         expected, actual = reference(*args, **kwargs), candidate(*args, **kwargs)
         difference = _first_difference(expected, actual, score_atol)
@@ -157,7 +161,7 @@ def verify_task(task: str, probes: list[tuple[tuple, dict]], reference: Callable
             result.mismatches.append({"input": _describe(args, kwargs), "difference": difference})
     if not result.passed:
         raise VerificationError(
-            f"runtime {task} outputs differ from the transformers pipeline on {result.inputs - result.matched} "
+            f"runtime {task} outputs differ from {reference_name} on {result.inputs - result.matched} "
             f"of {result.inputs} inputs; first: {result.mismatches[0]}",
             result=result.to_dict(),
         )

@@ -1,5 +1,7 @@
-"""Each bundle, loaded by the runtime on onnxruntime, gives the transformers pipeline's outputs (answer text,
-start, end, token ids, token strings and sequences exact; scores within 1e-4) on real-text inputs."""
+"""Each bundle, loaded by the runtime on onnxruntime, gives its reference's outputs (answer text, start, end,
+token ids, token strings and sequences exact; scores within 1e-4) on real-text inputs. The reference is the one
+builds verify against: the transformers pipeline, or on transformers >= 5.3 (no question-answering pipeline) the
+runtime head on the PyTorch model's logits."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from conftest import MLM_CHECKPOINTS, QA_CHECKPOINTS, SCORE_ATOL
 
 import distilrt
 from distilrt.export.probes import fill_mask_probes, question_answering_probes
+from distilrt.export.task_reference import PIPELINE
 from distilrt.export.verify import verify_task
 
 UNICODE_QA = [
@@ -21,14 +24,18 @@ UNICODE_QA = [
 
 @pytest.fixture(scope="module")
 def references(tiny_checkpoints):
-    import transformers
+    from distilrt.export.checkpoint import load_model, load_tokenizer, resolve_checkpoint, tokenizer_settings
+    from distilrt.export.task_reference import task_reference
+    from distilrt.export.transformers_support import fusable_attn_implementation
 
-    return {
-        name: transformers.pipeline(
-            "question-answering" if name in QA_CHECKPOINTS else "fill-mask", model=str(directory), device="cpu"
-        )
-        for name, directory in tiny_checkpoints.items()
-    }
+    references = {}
+    for name, directory in tiny_checkpoints.items():
+        checkpoint = resolve_checkpoint(str(directory))
+        hf_tokenizer = load_tokenizer(checkpoint)
+        model = load_model(checkpoint, fusable_attn_implementation())
+        settings = tokenizer_settings(hf_tokenizer, checkpoint.spec.max_sequence(checkpoint.config))
+        references[name] = task_reference(checkpoint.task, model, hf_tokenizer, settings)
+    return references
 
 
 def qa_probes():
@@ -57,19 +64,21 @@ def mlm_probes(mask: str):
 
 
 @pytest.mark.parametrize("name", QA_CHECKPOINTS)
-def test_question_answering_matches_pipeline(tiny_bundles, references, name):
+def test_question_answering_matches_its_reference(tiny_bundles, references, name):
     probes = qa_probes()
     assert len(probes) >= 50
-    result = verify_task("question-answering", probes, references[name], distilrt.load(tiny_bundles[name].bundle),
+    result = verify_task("question-answering", probes, references[name].run, distilrt.load(tiny_bundles[name].bundle),
                          SCORE_ATOL)
     assert result.matched == len(probes)
 
 
 @pytest.mark.parametrize("name", MLM_CHECKPOINTS)
-def test_fill_mask_matches_pipeline(tiny_bundles, references, name):
-    probes = mlm_probes(references[name].tokenizer.mask_token)
+def test_fill_mask_matches_the_pipeline(tiny_bundles, references, name):
+    assert references[name].kind == PIPELINE  # every supported transformers has the fill-mask pipeline
+    probes = mlm_probes(references[name].run.tokenizer.mask_token)
     assert len(probes) >= 50
-    result = verify_task("fill-mask", probes, references[name], distilrt.load(tiny_bundles[name].bundle), SCORE_ATOL)
+    result = verify_task("fill-mask", probes, references[name].run, distilrt.load(tiny_bundles[name].bundle),
+                         SCORE_ATOL)
     assert result.matched == len(probes)
 
 
