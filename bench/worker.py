@@ -58,7 +58,12 @@ class DistilrtRunner:
 
 
 class PipelineRunner:
-    """The transformers pipeline on PyTorch: the checkpoint's model as `pipeline(task, model=checkpoint)` loads it."""
+    """The transformers pipeline on PyTorch: the checkpoint's model as `pipeline(task, model=checkpoint)` loads it.
+
+    Where the installed transformers has no pipeline for the task (question answering on 5.3 and newer), the
+    model-only cells time the same PyTorch model, and the end-to-end cells run distilrt's task head on its logits:
+    what such a user has left on PyTorch. ``info["end_to_end"]`` says which.
+    """
 
     expected_errors = (Exception,)  # transformers raises untyped errors; the reference is recorded as failed
 
@@ -66,11 +71,25 @@ class PipelineRunner:
         import torch
         import transformers
 
+        from distilrt.export.transformers_support import has_pipeline
+
         torch.set_num_threads(spec["threads"])
-        self.pipe = transformers.pipeline(spec["task"], model=spec["checkpoint"], device="cpu")
+        self._task = spec["task"]
+        if has_pipeline(self._task):
+            self.pipe = transformers.pipeline(self._task, model=spec["checkpoint"], device="cpu")
+            self.model, end_to_end = self.pipe.model, f"transformers {transformers.__version__} pipeline"
+        else:
+            self.pipe = None
+            auto_class = {"question-answering": transformers.AutoModelForQuestionAnswering,
+                          "fill-mask": transformers.AutoModelForMaskedLM}[self._task]
+            self.model = auto_class.from_pretrained(spec["checkpoint"]).eval()
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(spec["checkpoint"])
+            end_to_end = (f"distilrt's {self._task} head on the PyTorch model (transformers "
+                          f"{transformers.__version__} has no {self._task} pipeline)")
         self.backend = "torch"
-        self.info = {"backend": self.backend, "attn_implementation": self.pipe.model.config._attn_implementation,
-                     "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads()}
+        self.info = {"backend": self.backend, "attn_implementation": self.model.config._attn_implementation,
+                     "end_to_end": end_to_end, "torch_threads": torch.get_num_threads(),
+                     "torch_interop_threads": torch.get_num_interop_threads()}
 
     def model_call(self, feed):
         import torch
@@ -79,14 +98,25 @@ class PipelineRunner:
 
         def forward():
             with torch.inference_mode():
-                return self.pipe.model(**tensors)
+                return self.model(**tensors)
         return forward
 
     def end_to_end_call(self, task: str, batch: int, sequence: int, inputs):
+        answer = self.pipe or self._head(batch)
+        options = {"batch_size": batch} if self.pipe is not None else {}  # a head's batch size is set when made
         if task == "question-answering":
             questions, contexts = [i["question"] for i in inputs], [i["context"] for i in inputs]
-            return lambda: self.pipe(question=questions, context=contexts, max_seq_len=sequence, batch_size=batch)
-        return lambda: self.pipe(inputs, batch_size=batch)
+            return lambda: answer(question=questions, context=contexts, max_seq_len=sequence, **options)
+        return lambda: answer(inputs, **options)
+
+    def _head(self, batch: int):
+        from distilrt.export.checkpoint import tokenizer_settings
+        from distilrt.export.specs import get_spec, get_task
+        from distilrt.export.task_reference import task_reference
+
+        config = self.model.config
+        settings = tokenizer_settings(self._tokenizer, get_spec(config.model_type).max_sequence(config.to_dict()))
+        return task_reference(get_task(self._task), self.model, self._tokenizer, settings, batch_size=batch).run
 
 
 class OptimumRunner(PipelineRunner):
@@ -106,11 +136,12 @@ class OptimumRunner(PipelineRunner):
         model = model_class.from_pretrained(spec["checkpoint"], export=True, session_options=options)
         tokenizer = transformers.AutoTokenizer.from_pretrained(spec["checkpoint"])
         self.pipe = transformers.pipeline(spec["task"], model=model, tokenizer=tokenizer, device="cpu")
+        self.model = self.pipe.model
         self.backend = "onnxruntime (optimum)"
         self.info = {"backend": self.backend, "intra_op_num_threads": spec["threads"]}
 
     def model_call(self, feed):
-        return lambda: self.pipe.model(**feed)
+        return lambda: self.model(**feed)
 
 
 RUNNERS = {"distilrt": DistilrtRunner, "pytorch": PipelineRunner, "optimum": OptimumRunner}

@@ -45,8 +45,9 @@ def qa_probes():
     probes += [((), {**kwargs, "max_seq_len": 64, "doc_stride": 16, "top_k": 2}) for _, kwargs in probes[:4]]
     probes += [((), {**probes[5][1], "handle_impossible_answer": True})]
     probes += [((), {**probes[6][1], "max_answer_len": 3, "top_k": 4})]
-    # a batch of mixed lengths in one call
-    probes += [(([{"question": kw["question"], "context": kw["context"]} for _, kw in probes[30:46]],), {})]
+    # a batch of mixed lengths in one call (as keywords: transformers 5.0-5.2's pipeline takes no positional inputs)
+    batch = [kw for _, kw in probes[30:46]]
+    probes += [((), {"question": [kw["question"] for kw in batch], "context": [kw["context"] for kw in batch]})]
     return probes
 
 

@@ -17,6 +17,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gzip
+import inspect
 import json
 import random
 import subprocess
@@ -289,7 +290,11 @@ def test_qa_argument_forms_match(qa, squad_articles):
         ((), {"question": [q2], "context": [c2]}),
         ((), {"question": [q1, q2], "context": [c1, c2], "top_k": 2}),
     ]
+    # transformers 5.0-5.2's pipeline takes keywords only; the head keeps 4.57's positional forms too.
+    takes_positional = any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(reference.__call__).parameters.values())
     for args, kwargs in calls:
+        if args and not takes_positional:
+            continue
         expected = reference(*args, **kwargs)
         assert_same_outputs(head(*args, **kwargs), expected, f"call {args} {sorted(kwargs)}")
 
