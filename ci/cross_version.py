@@ -2,6 +2,7 @@
 
     python ci/cross_version.py write DIR     # with one transformers (CI: 4.57): checkpoints, bundles, answers
     python ci/cross_version.py compare DIR   # with another (CI: the newest 5.x): build again, same answers?
+    python ci/cross_version.py write DIR --full-size   # full-size stand-ins (minutes per checkpoint)
 
 `write` makes tiny RANDOM-weight stand-ins of the five seed checkpoints in DIR/checkpoints (made once, so both
 sides export the very same weights), builds their fp32 bundles and records each bundle's answers to the probe
@@ -71,11 +72,11 @@ def _build(checkpoint: Path, out: Path):
     return distilrt.read_bundle(result.bundle)
 
 
-def write(directory: Path) -> int:
-    record = {"transformers": transformers_version(), "checkpoints": {}}
+def write(directory: Path, *, tiny: bool) -> int:
+    record = {"transformers": transformers_version(), "tiny": tiny, "checkpoints": {}}
     for name in SEED_CHECKPOINTS:
         print_progress(f"{name}: stand-in checkpoint and fp32 bundle (transformers {record['transformers']})")
-        checkpoint = make_random_checkpoint(name, directory / "checkpoints" / name, tiny=True)
+        checkpoint = make_random_checkpoint(name, directory / "checkpoints" / name, tiny=tiny)
         bundle = _build(checkpoint, directory / "bundles")
         head = distilrt.load(bundle.path)
         record["checkpoints"][name] = {
@@ -126,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("write", "compare"))
     parser.add_argument("directory", type=Path)
+    parser.add_argument("--full-size", action="store_true", help="write: full-size stand-ins instead of tiny ones")
     args = parser.parse_args(argv)
     if args.action == "compare" and not (args.directory / "answers.json").is_file():
         raise SystemExit(f"cross-version: {args.directory / 'answers.json'} does not exist; run `write` first")
-    return write(args.directory) if args.action == "write" else compare(args.directory)
+    return write(args.directory, tiny=not args.full_size) if args.action == "write" else compare(args.directory)
 
 
 if __name__ == "__main__":
