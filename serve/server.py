@@ -71,8 +71,11 @@ class TritonProcess(Closable):
         backends = backend_directory(install, Path(self._workdir.name) / "backends")
         output = open(self._log, "ab") if self._log is not None else None  # noqa: SIM115 (closed in stop)
         self._output = output
+        # Its own process group: the Python backend's stub processes are in it, and do not exit when tritonserver
+        # is killed (measured: an orphaned stub lived on), so kill() and close() end the whole group.
         self._process = subprocess.Popen(self.command(backends, install.server), env=env, stdout=output,
-                                         stderr=subprocess.STDOUT if output else None, preexec_fn=_die_with_parent)
+                                         stderr=subprocess.STDOUT if output else None, preexec_fn=_die_with_parent,
+                                         start_new_session=True)
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
@@ -104,8 +107,10 @@ class TritonProcess(Closable):
         return self._process.wait(timeout_s)
 
     def kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
+        """SIGKILL tritonserver and its backend stubs (a crash, as far as clients can tell)."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
 
     def close(self) -> None:
@@ -115,7 +120,8 @@ class TritonProcess(Closable):
             try:
                 self._process.wait(self.exit_timeout_s + 10)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+            self.kill()  # whatever is left of its group (after a graceful exit, nothing)
         if getattr(self, "_output", None) is not None:
             self._output.close()
             self._output = None
@@ -139,10 +145,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def batch_dependent(bundle) -> bool:
+    """Whether a request's outputs depend on the others in its batch: dynamic int8 quantizes activations with
+    one scale per tensor, the whole batch (padding included), measured in docs/design.md#serving-and-transformers-5."""
+    precision = bundle.manifest.stage("precision") or {}
+    return precision.get("variant") == "int8-dynamic"
+
+
 def serve(bundle_args: list[str], config: ServingConfig, ports: Ports = Ports(), *, ready_timeout_s: float = 300.0,
           exit_timeout_s: int = 30, on_ready=None) -> int:
     """Serve the bundles until SIGTERM or Ctrl-C; tritonserver's exit code (0 after a graceful shutdown)."""
     models = models_from_args(bundle_args)
+    if config.dynamic_batching:
+        for name, bundle in models:
+            if batch_dependent(bundle):
+                print(f"distilrt serve: warning: {name} is {bundle.variant}, whose activation scales are computed over "
+                      "the whole batch: a batched request's scores (rarely its answer) can differ from the same request "
+                      "alone; --no-dynamic-batching gives exactly the in-process answers", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="distilrt-serve-") as tmp:
         repository = Path(tmp) / "repository"
         write_repository(models, repository, config, form="python", copy_bundles=False)

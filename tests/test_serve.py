@@ -291,6 +291,19 @@ def test_clients_of_a_killed_server_get_errors_not_hangs(tiny_bundles, tmp_path)
         assert all(errors for _, errors in outcomes), "a client saw no error after the server was killed"
     finally:
         server.close()
+    assert not _processes_using(tmp_path / "repo"), "a Python backend stub outlived its killed server"
+
+
+def _processes_using(repo: Path) -> list[int]:
+    """Processes whose command line names the repository (the backend stubs name their model.py)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(repo) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_sigterm_stops_distilrt_serve_gracefully(tiny_bundles, tmp_path):

@@ -131,3 +131,68 @@ def test_the_python_form_is_served_by_a_real_tritonserver(tiny_bundles, tmp_path
                                                                                           context=context, top_k=3)
             text = f"Paris is the {mlm_head.tokenizer_settings.mask_token} of France."
             assert client.fill_mask("mlm", text) == mlm_head(text)
+
+
+# Stands in for Triton's onnxruntime backend, which pytriton's tritonserver lacks: the same config (inputs,
+# outputs, max_batch_size) on the Python backend, running the repository's model.onnx with ONNX Runtime.
+ONNX_STAND_IN = '''
+import json
+from pathlib import Path
+
+import onnxruntime
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            feed = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs}
+            outputs = self.session.run(self.outputs, feed)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, o) for n, o in zip(self.outputs, outputs)]))
+        return responses
+'''
+
+
+@pytest.mark.slow
+def test_the_bls_form_answers_through_its_model(tiny_bundles, tmp_path):
+    """The bls form's text model (distilrt's head, BLS requests) on a real tritonserver, with its `_model`
+    served by a Python stand-in for the onnxruntime backend: answers equal the in-process ones, long contexts
+    (several windows per BLS request) included."""
+    pytest.importorskip("pytriton", reason="the real tritonserver is nvidia-pytriton's (distilrt[serve])")
+    from distilrt.serve.client import Client
+    from distilrt.serve.server import Ports, TritonProcess
+
+    qa, mlm = tiny_bundles[QA_NAME], tiny_bundles[MLM_NAME]
+    repo = tmp_path / "repo"
+    write_repository(named_bundles([qa, mlm], ["qa", "mlm"]), repo, ServingConfig(max_batch_size=4), form="bls")
+    for name in ("qa_model", "mlm_model"):
+        config = repo / name / "config.pbtxt"
+        text = config.read_text(encoding="utf-8")
+        assert 'platform: "onnxruntime_onnx"' in text
+        config.write_text(text.replace('platform: "onnxruntime_onnx"', 'backend: "python"'), encoding="utf-8")
+        (repo / name / "1" / "model.py").write_text(ONNX_STAND_IN, encoding="utf-8")
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    with TritonProcess(repo, Ports(*ports), log=tmp_path / "triton.log", exit_timeout_s=5) as server:
+        server.start().wait_ready(120)
+        with Client(server.url, timeout_s=30) as client, distilrt.load(qa.path) as qa_head, \
+                distilrt.load(mlm.path) as mlm_head:
+            context = "The essay was written by Ada Lovelace in 1843 in London. " * 60  # several windows
+            for question, text in (("Who wrote it?", context[:200]), ("Where was it written?", context)):
+                assert client.question_answering("qa", question, text, top_k=2) == qa_head(
+                    question=question, context=text, top_k=2)
+            masked = f"Paris is the {mlm_head.tokenizer_settings.mask_token} of France."
+            assert client.fill_mask("mlm", masked, top_k=3) == mlm_head(masked, top_k=3)
+            with pytest.raises(Exception, match="no mask token"):
+                client.fill_mask("mlm", "no mask here")
