@@ -12,6 +12,8 @@ seeded list for every mode; each request is one example. In-process, each client
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import socket
 import sys
 import tempfile
@@ -40,34 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     examples = _examples(bundle, args.requests)
     cells = []
     options = {} if args.threads is None else {"intra_op_num_threads": args.threads}
-    with distilrt.load(bundle.path, batch_size=args.max_batch_size, **options) as head:
+    host = host_record()  # its load average says whether other work shared the machine at the start
+    with contextlib.ExitStack() as stack:
+        head = stack.enter_context(distilrt.load(bundle.path, batch_size=args.max_batch_size, **options))
         call = (lambda e: head(question=e["question"], context=e["context"])) if bundle.task == "question-answering" \
             else (lambda e: head(e["text"]))
         expected = [call(e) for e in examples]  # each request alone: the reference answers, and the warm-up
+        servers = {batching: _start_server(stack, bundle, args, batching, examples) for batching in (True, False)}
+        # The three runners take turns at each concurrency, so a change in other load on the machine moves
+        # neighbouring cells alike instead of one runner's.
         for concurrency in args.concurrency:
             cells.append(_cell("in-process", None, concurrency, examples, lambda: _InProcess(call), expected))
             print(_line(cells[-1]), file=sys.stderr, flush=True)
-    for batching in (True, False):
-        config = ServingConfig(max_batch_size=args.max_batch_size, dynamic_batching=batching,
-                               max_queue_delay_us=args.max_queue_delay_us, threads=args.threads)
-        with tempfile.TemporaryDirectory(prefix="distilrt-serve-bench-") as tmp:
-            write_repository(named_bundles([bundle], [MODEL]), Path(tmp) / "repo", config, form="python",
-                             copy_bundles=False)
-            with TritonProcess(Path(tmp) / "repo", Ports(*_free_ports()), log=Path(tmp) / "triton.log") as server:
-                server.start().wait_ready(300)
-                with Client(server.url, timeout_s=120) as client:  # warm-up
-                    for example in examples[:8]:
-                        _remote(client, bundle.task)(example)
-                for concurrency in args.concurrency:
-                    cells.append(_cell("triton-http", batching, concurrency, examples,
-                                       lambda s=server: _Remote(s.url, bundle.task), expected))
-                    print(_line(cells[-1]), file=sys.stderr, flush=True)
+            for batching, server in servers.items():
+                cells.append(_cell("triton-http", batching, concurrency, examples,
+                                   lambda s=server: _Remote(s.url, bundle.task), expected))
+                print(_line(cells[-1]), file=sys.stderr, flush=True)
     results = {"bundle": str(bundle.path), "task": bundle.task, "variant": bundle.variant,
                "checkpoint": bundle.manifest.source.id, "random_weights": bundle.manifest.source.random_weights,
                "settings": {"requests_per_cell": args.requests, "threads": args.threads,
                             "max_batch_size": args.max_batch_size, "max_queue_delay_us": args.max_queue_delay_us,
                             "instances": 1, "protocol": "http", "inputs": _input_description(bundle.task)},
-               "host": host_record(), "tools": tool_versions(), "cells": cells}
+               "host": host, "host_after": {"load_average": list(os.getloadavg())}, "tools": tool_versions(), "cells": cells}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "serve-bench.json", results)
     markdown = args.out / "serve-bench.md"
@@ -75,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     markdown.with_suffix(".md.tmp").replace(markdown)
     print(render_markdown(results))
     return 0
+
+
+def _start_server(stack: contextlib.ExitStack, bundle, args, batching: bool, examples: list[dict]) -> TritonProcess:
+    config = ServingConfig(max_batch_size=args.max_batch_size, dynamic_batching=batching,
+                           max_queue_delay_us=args.max_queue_delay_us, threads=args.threads)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="distilrt-serve-bench-")))
+    write_repository(named_bundles([bundle], [MODEL]), tmp / "repo", config, form="python", copy_bundles=False)
+    server = stack.enter_context(TritonProcess(tmp / "repo", Ports(*_free_ports()), log=tmp / "triton.log"))
+    server.start().wait_ready(300)
+    with Client(server.url, timeout_s=120) as client:  # warm-up
+        for example in examples[:8]:
+            _remote(client, bundle.task)(example)
+    return server
 
 
 def _examples(bundle, count: int) -> list[dict]:
@@ -186,7 +195,8 @@ def render_markdown(results: dict) -> str:
     settings = results["settings"]
     lines = [f"# Serving benchmark: {results['checkpoint']} {results['variant']} ({results['task']})", "",
              f"{'RANDOM weights (a stand-in). ' if results['random_weights'] else ''}Machine: {host.get('cpu')} "
-             f"({host.get('cores')} cores, load average at start {host.get('load_average')}), "
+             f"({host.get('cores')} cores; 1/5/15-min load average {_loads(host.get('load_average'))} at the start, "
+             f"{_loads(results['host_after']['load_average'])} at the end), "
              f"{host.get('platform')}; {settings['requests_per_cell']} requests per "
              f"cell ({settings['inputs']}); ONNX Runtime threads {settings['threads'] or 'all'}; server: 1 instance, "
              f"max_batch_size {settings['max_batch_size']}, max_queue_delay_us {settings['max_queue_delay_us']}, "
@@ -199,6 +209,10 @@ def render_markdown(results: dict) -> str:
                      f"{cell['latency_ms']['p50']:.1f} | {cell['latency_ms']['p99']:.1f} | "
                      f"{_comparison(cell)} |")
     return "\n".join(lines) + "\n"
+
+
+def _loads(values) -> str:
+    return "/".join(f"{value:.1f}" for value in values or [])
 
 
 def _free_ports() -> list[int]:
