@@ -160,8 +160,8 @@ def serve(bundle_args: list[str], config: ServingConfig, ports: Ports = Ports(),
         for name, bundle in models:
             if batch_dependent(bundle):
                 print(f"distilrt serve: warning: {name} is {bundle.variant}, whose activation scales are computed over "
-                      "the whole batch: a batched request's scores (rarely its answer) can differ from the same request "
-                      "alone; --no-dynamic-batching gives exactly the in-process answers", file=sys.stderr)
+                      "the whole batch: a batched request's scores, and sometimes its answer, can differ from the same "
+                      "request alone; --no-dynamic-batching gives exactly the in-process answers", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="distilrt-serve-") as tmp:
         repository = Path(tmp) / "repository"
         write_repository(models, repository, config, form="python", copy_bundles=False)

@@ -86,3 +86,17 @@ def test_a_backend_failure_reaches_every_request_of_its_call():
 
     answers = answer_batch(FailingHead(), "fill-mask", [Request(("a",), ()), Request(("b",), ())])
     assert [str(a) for a in answers] == ["onnxruntime failed"] * 2
+
+
+def test_int8_dynamic_bundles_are_flagged_as_batch_dependent(tiny_bundles):
+    from distilrt.bundle import Bundle
+    from distilrt.manifest import Manifest
+    from distilrt.serve.server import batch_dependent
+
+    fp32 = tiny_bundles[QA_NAME]
+    assert not batch_dependent(fp32)
+    data = fp32.manifest.to_dict()
+    data["stages"] = {**data["stages"], "precision": {"variant": "int8-dynamic"}}
+    assert batch_dependent(Bundle(fp32.path, Manifest(data)))
+    data["stages"]["precision"] = {"variant": "int8-qdq"}  # calibrated, fixed scales: nothing shared across the batch
+    assert not batch_dependent(Bundle(fp32.path, Manifest(data)))
