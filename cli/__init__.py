@@ -3,6 +3,7 @@
     runtime_commands  run, inspect                          the lean runtime alone
     export_commands   build, eval, rebuild, demo, lint, engine   torch, transformers, onnx (distilrt[export])
     bench_commands    bench, report                         the runtime; torch only for the PyTorch reference
+    serve_commands    serve, triton-repo                    the runtime and Triton (distilrt[serve])
 
 Only the module of the command being run is imported, so `distilrt run` starts without torch.
 """
@@ -29,6 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                 "on PyTorch measured in the same run"),
     "report": ("bench_commands", "accuracy and latency of benchmarked bundles as JSON, Markdown and PNG plots; "
                                  "with --baseline, exit 1 on any regression"),
+    "serve": ("serve_commands", "serve bundles with NVIDIA Triton Inference Server over HTTP and gRPC (text in, the "
+                                "pipeline's answers out)"),
+    "triton-repo": ("serve_commands", "write a Triton model repository of bundles for the tritonserver container"),
 }
 
 

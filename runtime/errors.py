@@ -34,6 +34,11 @@ class BackendError(DistilrtError):
     """The inference backend failed while loading or running a model."""
 
 
+class ServerError(DistilrtError):
+    """A model server refused or failed a request, could not be reached, or did not answer in time; the message
+    is the server's own where it gave one."""
+
+
 class ExportError(DistilrtError):
     """Exporting a checkpoint to ONNX failed."""
 

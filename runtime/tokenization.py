@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from distilrt.errors import BundleError, UnsupportedError
+from distilrt.errors import BundleError, UnsupportedError, UserInputError
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -82,6 +82,18 @@ def private_copy(tokenizer: Tokenizer) -> Tokenizer:
     copy.no_padding()
     copy.no_truncation()
     return copy
+
+
+def check_text(name: str, text: str) -> None:
+    """UserInputError unless ``text`` is valid Unicode: tokenizers refuses a lone surrogate (a str that cannot be
+    UTF-8 encoded, e.g. from bytes decoded with errors="surrogateescape") with a bare TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserInputError(
+            f"{name} holds {text[e.start]!r} at character {e.start}, a lone surrogate that is not valid Unicode; "
+            "decode the input bytes as UTF-8 (errors='replace' to keep going past bad bytes) or remove it"
+        ) from None
 
 
 def run_in_batches(

@@ -5,6 +5,7 @@ or inside a function), so a new edge fails here before it ships:
 - no cycle between the packages, nor between modules at import time;
 - runtime imports none of export, calib, bench, cli; calib imports none of export, bench, cli;
 - bench imports export only inside functions (the PyTorch reference's checkpoint), never at module level;
+- serve imports the runtime only (none of export, calib, bench, cli), and nothing but cli imports serve;
 - nothing but cli imports cli.
 Then the benchmark worker runs a distilrt runner with torch and transformers made unimportable.
 """
@@ -73,7 +74,8 @@ def _imports(path: Path, module: str) -> list[tuple[str, bool]]:
 EDGES = {module: _imports(path, module) for module, path in MODULES.items()}
 
 # The top-level folders as packages: what each module belongs to.
-LAYERS = {"distilrt.export": "export", "distilrt.calib": "calib", "distilrt.bench": "bench", "distilrt.cli": "cli"}
+LAYERS = {"distilrt.export": "export", "distilrt.calib": "calib", "distilrt.bench": "bench", "distilrt.cli": "cli",
+          "distilrt.serve": "serve"}
 
 
 def layer(module: str) -> str:
@@ -84,16 +86,17 @@ def layer(module: str) -> str:
 
 
 FORBIDDEN = {  # importer layer -> layers it must never import, lazily or not
-    "runtime": {"export", "calib", "bench", "cli"},
-    "calib": {"export", "bench", "cli"},
-    "export": {"bench", "cli"},
-    "bench": {"cli"},
+    "runtime": {"export", "calib", "bench", "cli", "serve"},
+    "calib": {"export", "bench", "cli", "serve"},
+    "export": {"bench", "cli", "serve"},
+    "bench": {"cli", "serve"},
+    "serve": {"export", "calib", "bench", "cli"},
 }
 MODULE_LEVEL_FORBIDDEN = {"bench": {"export"}}  # bench may reach export only inside functions
 
 
 def test_the_graph_reads_every_package():
-    assert {layer(m) for m in MODULES} == {"runtime", "calib", "export", "bench", "cli"}
+    assert {layer(m) for m in MODULES} == {"runtime", "calib", "export", "bench", "cli", "serve"}
     assert "distilrt.bench.worker" in MODULES and "distilrt.heads.question_answering" in MODULES
     assert any(target == "distilrt.calib.sets" for target, _ in EDGES["distilrt.export.derived_bundles"])
 
@@ -189,6 +192,18 @@ def test_the_bench_worker_runs_a_distilrt_runner_without_torch(tiny_bundles, tmp
     assert all(cell["latency_ms"]["p50"] > 0 for cell in result["cells"])
 
 
+def test_serve_imports_triton_only_when_used():
+    """The serve modules load with the runtime alone: tritonclient and pytriton are imported where used, and
+    build-time packages never."""
+    blocked = (*BUILD_TIME_PACKAGES, "tritonclient", "pytriton")
+    code = ("import sys, distilrt, distilrt.serve.server, distilrt.serve.client, distilrt.serve.repository, "
+            "distilrt.serve.python_model, distilrt.cli.serve_commands; "
+            f"print([m for m in sys.modules if m.split('.')[0] in {blocked!r}])")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("runner", ["pytorch"])
 def test_the_worker_blocker_really_blocks(runner, tmp_path):
     """A reference runner needs torch: under the same blocker it must fail to load, or the test above proves
@@ -222,7 +237,7 @@ def test_every_design_reference_points_at_a_section():
     headings = re.findall(r"^#{2,3} (.+)$", (ROOT / "docs/design.md").read_text(encoding="utf-8"), re.M)
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
     cited = {}
-    for folder in ("runtime", "calib", "export", "bench", "cli", "ci", "tests"):
+    for folder in ("runtime", "calib", "export", "bench", "cli", "serve", "ci", "tests"):
         for path in (ROOT / folder).rglob("*.py"):
             for anchor in re.findall(r"docs/design\.md#([a-z0-9-]+)", path.read_text(encoding="utf-8")):
                 cited.setdefault(anchor, path.relative_to(ROOT))

@@ -33,12 +33,16 @@ def test_inspect(tiny_bundles, capsys):
     (["run", "{fm}", "--text", "There is no mask token here."], "[MASK]"),
     (["inspect", "{missing}"], "does not exist"),
     (["build", "{missing}"], "could not be fetched"),
+    (["serve", "{missing}"], "is not a bundle and holds none"),
+    (["serve", "x={qa}", "x={fm}"], "would both be model 'x'"),
+    (["triton-repo", "{qa}", "--out", "{out}", "--max-batch-size", "0"], "max_batch_size must be an integer >= 1"),
 ])
 def test_failures_exit_nonzero_with_one_line(tiny_bundles, tmp_path, capsys, argv, message):
     paths = {
         "qa": tiny_bundles["distilbert-base-uncased-distilled-squad"].bundle,
         "fm": tiny_bundles["distilbert-base-uncased"].bundle,
         "missing": tmp_path / "missing",
+        "out": tmp_path / "repo",
     }
     assert main([a.format(**paths) for a in argv]) == 1
     err = capsys.readouterr().err

@@ -318,6 +318,11 @@ def test_qa_leaves_the_given_tokenizer_alone(qa):
         ({"question": "Where? " * 40, **NEEDS_WINDOWS, "doc_stride": 8}, "no room"),
         ({"question": "Where? " * 20, **NEEDS_WINDOWS, "doc_stride": 30}, "fit beside"),
         ({"question": "Where?"}, "question= and context="),
+        # Above the position embeddings: refused up front, not an ONNX Runtime broadcast error on long contexts.
+        ({"question": "Where?", "context": "x", "max_seq_len": 100_000}, "tokens this model takes"),
+        # A lone surrogate (bytes decoded with surrogateescape): tokenizers' bare TypeError, unless checked.
+        ({"question": "Wh\ud800?", "context": "x"}, "question holds .* at character 2, a lone surrogate"),
+        ({"question": "Where?", "context": "Paris \udcff"}, "context holds .* lone surrogate"),
     ],
 )
 def test_qa_rejects_bad_input(qa, kwargs, message):
@@ -428,6 +433,9 @@ def test_fill_mask_clean_up_matches(fm, wikitext_paragraphs):
         ("A {mask}.", {"targets": []}, "none of the targets"),
         ("A {mask}.", {"tokenizer_kwargs": {}}, "unknown keyword"),
         (42, {}, "string or a list of strings"),
+        ("A {mask} \ud800.", {}, "the text holds .* lone surrogate"),
+        (["A {mask}.", "B {mask} \udcff"], {}, "text 1 holds .* lone surrogate"),
+        ("A {mask}.", {"targets": ["\udcff"]}, "a target holds .* lone surrogate"),
     ],
 )
 def test_fill_mask_rejects_bad_input(fm, inputs, options, message):

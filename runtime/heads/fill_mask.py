@@ -16,7 +16,7 @@ import numpy as np
 from distilrt.config import check_int
 from distilrt.errors import UnsupportedError, UserInputError
 from distilrt.heads.base import TaskHead
-from distilrt.tokenization import TokenizerSettings
+from distilrt.tokenization import TokenizerSettings, check_text
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -86,6 +86,8 @@ class FillMask(TaskHead):
             targets = [targets]
         if not isinstance(targets, list) or not all(isinstance(target, str) for target in targets):
             raise UserInputError(f"targets must be a string or a list of strings, got {targets!r}")
+        for target in targets:
+            check_text("a target", target)
         vocab = self._tokenizer.get_vocab(with_added_tokens=True)
         ids = []
         for target in targets:
@@ -175,6 +177,8 @@ def _texts(inputs) -> list[str]:
     texts = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         raise UserInputError(f"fill-mask takes a string or a list of strings, got {type(inputs).__name__}")
+    for index, text in enumerate(texts):
+        check_text("the text" if isinstance(inputs, str) else f"text {index}", text)
     return texts
 
 

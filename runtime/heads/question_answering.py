@@ -19,7 +19,7 @@ import numpy as np
 from distilrt.config import check_int
 from distilrt.errors import UserInputError
 from distilrt.heads.base import TaskHead
-from distilrt.tokenization import TokenizerSettings
+from distilrt.tokenization import TokenizerSettings, check_text
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -118,6 +118,13 @@ class QuestionAnswerer(TaskHead):
         max_seq_len = options.max_seq_len
         if max_seq_len is None:
             max_seq_len = min(self._settings.model_max_length, _MAX_SEQ_LEN_CAP)
+        elif max_seq_len > self._settings.model_max_length:
+            # Refused up front: windows longer than the position embeddings fail inside the model (the
+            # pipeline's own IndexError), and only for contexts long enough to need them.
+            raise UserInputError(
+                f"max_seq_len ({max_seq_len}) is more than the {self._settings.model_max_length} tokens this model "
+                f"takes; pass max_seq_len <= {self._settings.model_max_length}"
+            )
         doc_stride = options.doc_stride
         if doc_stride is None:
             doc_stride = min(max_seq_len // 2, _DOC_STRIDE_CAP)
@@ -368,6 +375,7 @@ def _question_and_context(item) -> tuple[str, str]:
             raise UserInputError(f"{key} must be a string, got {type(item[key]).__name__}")
         if not item[key]:
             raise UserInputError(f"{key} is empty; pass a non-empty {key}")
+        check_text(key, item[key])
     return item["question"], item["context"]
 
 

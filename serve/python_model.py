@@ -1,0 +1,131 @@
+"""What runs inside Triton's Python backend for a served bundle. The repository's model.py (the template
+python_backend_model.py) only hands Triton's requests to ``ServedModel``, so the logic is tested here.
+
+Two forms, chosen by the model's ``form`` parameter:
+- ``bundle``: the whole bundle in this process (``distilrt.load``): tokenize, run the backend, post-process.
+- ``bls``: tokenize and post-process here with the bundle's own head, and run the model as a separate Triton
+  model (onnxruntime_onnx or tensorrt_plan) through a BLS request: the head's backend is that request.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilrt.backends import Closable
+from distilrt.errors import BackendError, DistilrtError, ServerError, UserInputError, one_line
+from distilrt.serve.batching import answer_batch
+from distilrt.serve.protocol import OUTPUT, encode_answers, read_request
+
+logger = logging.getLogger("distilrt.serve")
+
+
+def parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
+    """A Triton model config's ``parameters`` as plain strings."""
+    return {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()}
+
+
+class ServedModel(Closable):
+    """A bundle's task head answering Triton requests; ``pb_utils`` is triton_python_backend_utils."""
+
+    def __init__(self, model_config: Mapping[str, Any], version_dir: Path, pb_utils):
+        self._pb_utils = pb_utils
+        params = parameters(model_config)
+        bundle = Path(params.get("bundle", "bundle"))
+        bundle = bundle if bundle.is_absolute() else Path(version_dir) / bundle
+        self.max_text_bytes = int(params["max_text_bytes"])
+        # Triton's batches hold at most max_batch_size requests: with single-window inputs, one backend run each.
+        batch_size = max(1, int(model_config.get("max_batch_size", 0)))
+        form = params.get("form", "bundle")
+        if form == "bundle":
+            self.head, self.task = _bundle_head(bundle, params, batch_size)
+        elif form == "bls":
+            self.head, self.task = _bls_head(bundle, params, pb_utils)
+        else:
+            raise ServerError(f"model parameter form is {form!r}; distilrt's Python model runs 'bundle' or 'bls'")
+
+    def execute(self, requests: list) -> list:
+        """One response per request, in order: the answers, or that request's own error."""
+        decoded = []
+        for request in requests:
+            try:
+                decoded.append(read_request(self.task, lambda name, r=request: _input(self._pb_utils, r, name),
+                                            self.max_text_bytes))
+            except UserInputError as e:
+                decoded.append(e)
+        try:
+            answers = answer_batch(self.head, self.task, decoded)
+        except Exception as e:  # a bug: every request of this batch is told, and the model keeps serving
+            logger.error("distilrt: a batch of %d requests failed:\n%s", len(requests), traceback.format_exc())
+            answers = [ServerError(f"internal error in the distilrt model ({type(e).__name__}: {one_line(e)})")] \
+                * len(requests)
+        return [self._response(answer) for answer in answers]
+
+    def _response(self, answer):
+        pb_utils = self._pb_utils
+        if isinstance(answer, DistilrtError):
+            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(one_line(answer)))
+        element = np.array([[encode_answers(answer)]], dtype=np.object_)  # (batch 1, one element)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, element)])
+
+    def close(self) -> None:
+        self.head.close()
+
+
+def _input(pb_utils, request, name: str):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def _bundle_head(bundle: Path, params: dict[str, str], batch_size: int):
+    import distilrt
+
+    backend = params.get("backend") or None
+    options = {}
+    if params.get("threads"):  # ONNX Runtime's intra-op threads; one instance per process shares the cores
+        options["intra_op_num_threads"] = int(params["threads"])
+    head = distilrt.load(bundle, backend=backend, batch_size=batch_size, **options)
+    return head, distilrt.read_bundle(bundle, check_hashes=False).task
+
+
+def _bls_head(bundle: Path, params: dict[str, str], pb_utils):
+    """The head on a BLS backend: tokenizer.json and manifest.json are here, the model is Triton's."""
+    import json
+
+    from distilrt.heads import head_class
+    from distilrt.manifest import MANIFEST_NAME, Manifest
+    from distilrt.tokenization import load_tokenizer
+
+    manifest = Manifest.checked(json.loads((bundle / MANIFEST_NAME).read_text(encoding="utf-8")), bundle)
+    backend = BlsBackend(pb_utils, params["model"], manifest.input_names, manifest.output_names)
+    head = head_class(manifest.task)(backend, load_tokenizer(bundle / manifest.tokenizer_file),
+                                     manifest.tokenizer_settings, batch_size=int(params["model_max_batch_size"]))
+    return head, manifest.task
+
+
+class BlsBackend(Closable):
+    """The Backend protocol over a Triton model: each run is one BLS inference request."""
+
+    def __init__(self, pb_utils, model_name: str, input_names, output_names):
+        self.name = f"triton:{model_name}"
+        self._pb_utils = pb_utils
+        self._model_name = model_name
+        self.input_names = tuple(input_names)
+        self.output_names = tuple(output_names)
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pb_utils = self._pb_utils
+        inputs = [pb_utils.Tensor(name, np.ascontiguousarray(feed[name], dtype=np.int64)) for name in self.input_names]
+        response = pb_utils.InferenceRequest(model_name=self._model_name, inputs=inputs,
+                                             requested_output_names=list(self.output_names)).exec()
+        if response.has_error():
+            raise BackendError(f"Triton model {self._model_name!r} failed: {response.error().message()}")
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in self.output_names}
+
+    def close(self) -> None:
+        pass  # the model belongs to Triton
