@@ -312,17 +312,28 @@ def test_sigterm_stops_distilrt_serve_gracefully(tiny_bundles, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "distilrt.cli", "serve", f"mlm={bundle}", "--http-port",
                                 str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads", "1",
                                 "--exit-timeout", "5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []  # read as they come: SIGTERM goes only after `distilrt serve` itself says it is ready
+
+    def read_output():
+        for line in process.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 120
+        while not any("1 model(s) ready: mlm" in line for line in lines):
+            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
         with Client(f"127.0.0.1:{http}", timeout_s=10) as c:
-            while not c.ready("mlm"):
-                assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0]
-                time.sleep(0.5)
+            assert c.ready("mlm")
             assert c.fill_mask("mlm", "Paris is the [MASK] of France.", top_k=1)[0]["token_str"]
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+        output = "".join(lines)
         assert process.returncode == 0, output
-        assert "1 model(s) ready: mlm" in output and "successfully unloaded 'mlm'" in output
+        assert "successfully unloaded 'mlm'" in output, output
     finally:
         if process.poll() is None:
             process.kill()
