@@ -102,7 +102,7 @@ class PipelineRunner:
         return forward
 
     def end_to_end_call(self, task: str, batch: int, sequence: int, inputs):
-        answer = self.pipe or self._head(batch)
+        answer = self.pipe if self.pipe is not None else self._head(batch)
         options = {"batch_size": batch} if self.pipe is not None else {}  # a head's batch size is set when made
         if task == "question-answering":
             questions, contexts = [i["question"] for i in inputs], [i["context"] for i in inputs]
