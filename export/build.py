@@ -96,8 +96,9 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
 
         reference = task_reference(checkpoint.task, model, hf_tokenizer, settings)
         progress(f"verifying the bundle's runtime against the {reference.kind} on {len(probes)} inputs")
-        task = verify_task(checkpoint.task.name, probes, reference.run, distilrt.load(staging),
-                           options.tolerances.score_atol, reference_name=reference.description)
+        with distilrt.load(staging) as candidate:
+            task = verify_task(checkpoint.task.name, probes, reference.run, candidate,
+                               options.tolerances.score_atol, reference_name=reference.description)
 
         report = {"tensors": tensors.to_dict(), "tokenizer": tokenizer_check.to_dict(), "task": task.to_dict()}
         manifest = finish_bundle(staging, destination, manifest, report, _summary(tensors, tokenizer_check, task))
