@@ -109,6 +109,7 @@ class Subject:
     """A reference pipeline and the runtime head built from the same checkpoint."""
 
     reference: Any  # the transformers pipeline; None where this transformers has none for the task
+    model: Any  # the PyTorch model both run
     hf_tokenizer: Any  # AutoTokenizer (the pipeline's own, where there is one)
     head: Any  # the runtime head
     backend: TorchBackend
@@ -123,7 +124,7 @@ class Subject:
         for name, value in changes.items():
             setattr(self.hf_tokenizer, name, value)
         try:
-            settings = _tokenizer_settings(self.backend._model, self.hf_tokenizer)
+            settings = _tokenizer_settings(self.model, self.hf_tokenizer)
             head = type(self.head)(self.backend, self.tokenizer, settings, batch_size=BATCH_SIZE)
             yield self.reference, head
         finally:
@@ -148,7 +149,7 @@ def _subject(
     backend = TorchBackend(model, output_names)
     settings = _tokenizer_settings(model, hf_tokenizer)
     head = head_class(backend, tokenizer, settings, batch_size=BATCH_SIZE)
-    return Subject(reference, hf_tokenizer, head, backend, tokenizer, settings)
+    return Subject(reference, model, hf_tokenizer, head, backend, tokenizer, settings)
 
 
 @pytest.fixture(scope="module", params=QA_CHECKPOINTS)
