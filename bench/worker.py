@@ -20,6 +20,7 @@ import numpy as np
 
 from distilrt.calib.synthetic import full_feed
 from distilrt.errors import DistilrtError, one_line
+from distilrt.tokenization import MASK_POSITIONS
 
 PROGRESS_PREFIX = "distilrt-bench-progress: "
 
@@ -94,7 +95,8 @@ class PipelineRunner:
     def model_call(self, feed):
         import torch
 
-        tensors = {name: torch.from_numpy(value) for name, value in feed.items()}
+        # The PyTorch model takes no mask positions: it computes every token's logits, as its users run it.
+        tensors = {name: torch.from_numpy(value) for name, value in feed.items() if name != MASK_POSITIONS}
 
         def forward():
             with torch.inference_mode():

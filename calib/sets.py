@@ -31,7 +31,7 @@ from distilrt.config import StageConfig, check_int, is_int
 from distilrt.errors import UserInputError
 from distilrt.heads.fill_mask import FillMask
 from distilrt.heads.question_answering import QuestionAnswerer
-from distilrt.tokenization import TokenizerSettings, model_feed
+from distilrt.tokenization import MASK_POSITIONS, TokenizerSettings, model_feed
 
 CALIBRATION = "calibration"
 EVALUATION = "evaluation"
@@ -193,7 +193,7 @@ def mlm_evaluation_set(head: FillMask, config: EvalConfig, input_names: Sequence
     for index in _Draws(config.seed, _SAMPLE_STREAM).order(len(sequences))[skip:]:
         sequence = sequences[index]
         masked, where = masker.mask(sequence)
-        feeds.append(_masked_feed(sequence, masked, head.tokenizer_settings, input_names))
+        feeds.append(_masked_feed(sequence, masked, where, head.tokenizer_settings, input_names))
         positions.append(where)
         labels.append(np.array(sequence.ids, dtype=np.int64)[where])
         total += len(where)
@@ -252,8 +252,8 @@ def _mlm_calibration_set(head: FillMask, config: CalibConfig, input_names: Seque
     masker = _PretrainingMasker(tokenizer, head.tokenizer_settings, config.seed)
     feeds = []
     for index in _Draws(config.seed, _SAMPLE_STREAM).order(len(sequences))[: config.size]:
-        masked, _ = masker.mask(sequences[index])
-        feeds.append(_masked_feed(sequences[index], masked, head.tokenizer_settings, input_names))
+        masked, where = masker.mask(sequences[index])
+        feeds.append(_masked_feed(sequences[index], masked, where, head.tokenizer_settings, input_names))
     return ModelInputSet(feeds, source.identity(CALIBRATION, len(feeds), config.seed, _arrays_sha256(feeds)))
 
 
@@ -316,10 +316,13 @@ class _PretrainingMasker:
 
 
 def _masked_feed(
-    sequence: Encoding, masked_ids: np.ndarray, settings: TokenizerSettings, input_names: Sequence[str]
+    sequence: Encoding, masked_ids: np.ndarray, positions: np.ndarray, settings: TokenizerSettings,
+    input_names: Sequence[str]
 ) -> dict[str, np.ndarray]:
     feed = model_feed([sequence], settings, input_names)
     feed["input_ids"][0] = masked_ids
+    if MASK_POSITIONS in feed:  # every masked position, also those pre-training left or replaced at random
+        feed[MASK_POSITIONS] = positions[None]
     return feed
 
 

@@ -3,6 +3,8 @@
 Real text (SQuAD, WikiText) is for the task checks; these exercise exact shapes. Two kinds:
 - padded feeds: rows of random lengths, so every batch above 1 carries padding, and two token-type segments;
 - full feeds: exactly (batch, sequence) ordinary tokens with a full attention mask, for timing.
+Fill-mask graphs also take ``mask_positions``: three random real-token positions per row in padded feeds, the
+middle token in full feeds.
 Numpy only: the benchmark worker that times the lean runtime imports this.
 """
 
@@ -13,8 +15,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from distilrt.errors import UnsupportedError
+from distilrt.tokenization import MASK_POSITIONS
 
-KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", MASK_POSITIONS)
+# mask_positions per row in padded feeds: more than one, so a row's positions are gathered apart from each other.
+_PADDED_MASKS = 3
 # Token ids below this are special or rare tokens in every seed vocabulary; random ids above it are ordinary words.
 _FIRST_ORDINARY_ID = 1000
 
@@ -34,8 +39,11 @@ def padded_feed(input_names: Sequence[str], batch: int, sequence: int, vocab_siz
     input_ids = rng.integers(0, vocab_size, size=(batch, sequence), dtype=np.int64)
     input_ids = np.where(attention_mask == 1, input_ids, pad_token_id)
     token_type_ids = ((positions >= (lengths[:, None] // 2)) & (attention_mask == 1)).astype(np.int64)
-    return _select(input_names, {"input_ids": input_ids, "attention_mask": attention_mask,
-                                 "token_type_ids": token_type_ids})
+    values = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    if MASK_POSITIONS in input_names:  # drawn only here, so the other inputs' stream stays as it was
+        # Random real-token positions, several per row (repeats allowed), so the gather is checked off-diagonal.
+        values[MASK_POSITIONS] = rng.integers(0, lengths[:, None], size=(batch, min(_PADDED_MASKS, sequence)))
+    return _select(input_names, values)
 
 
 def padded_feeds(input_names: Sequence[str], shapes: Iterable[tuple[int, int]], seed: int, vocab_size: int,
@@ -53,6 +61,8 @@ def full_feed(input_names: Sequence[str], batch: int, sequence: int, vocab_size:
         "input_ids": rng.integers(low, vocab_size, size=(batch, sequence), dtype=np.int64),
         "attention_mask": np.ones((batch, sequence), dtype=np.int64),
         "token_type_ids": np.zeros((batch, sequence), dtype=np.int64),
+        # One masked word per text, as fill-mask is used: the graph projects that position onto the vocabulary.
+        MASK_POSITIONS: np.full((batch, 1), sequence // 2, dtype=np.int64),
     })
 
 

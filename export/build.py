@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 import distilrt
 from distilrt.bundle import Bundle
 from distilrt.calib.synthetic import padded_feeds
@@ -22,6 +24,7 @@ from distilrt.files import staging_dir
 from distilrt.manifest import SCHEMA_VERSION
 from distilrt.progress import Progress, print_progress
 from distilrt.provenance import tool_versions
+from distilrt.tokenization import MASK_POSITIONS
 
 
 @dataclass(frozen=True)
@@ -113,22 +116,33 @@ def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: Buil
 
     from distilrt.backends import open_backend
 
-    feeds = padded_feeds(checkpoint.spec.input_names, options.verify.shapes, options.verify.seed, vocab_size,
-                         pad_token_id)
+    feeds = padded_feeds(checkpoint.spec.model_input_names(checkpoint.task), options.verify.shapes,
+                         options.verify.seed, vocab_size, pad_token_id)
 
     def run_torch(feed):
+        token_inputs = {k: torch.from_numpy(v) for k, v in feed.items() if k != MASK_POSITIONS}
         with torch.no_grad():
-            outputs = model(**{k: torch.from_numpy(v) for k, v in feed.items()}, return_dict=True)
-        return {name: outputs[name].numpy() for name in checkpoint.task.output_names}
+            outputs = model(**token_inputs, return_dict=True)
+        return {name: _at_mask_positions(outputs[name].numpy(), feed.get(MASK_POSITIONS))
+                for name in checkpoint.task.output_names}
 
     onnx_model = open_backend("onnxruntime", onnx_path)
     return verify_tensors(run_torch, onnx_model.run, feeds, checkpoint.task.output_names, options.tolerances,
                           source_name="pytorch", target_name="onnx fp32 (onnxruntime CPU)")
 
 
+def _at_mask_positions(logits: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+    """PyTorch's logits of every token, [batch, sequence, ...], taken at ``positions`` [batch, masks] when the
+    graph takes them: the masked-positions graph is checked against the unmodified model's own full output."""
+    if positions is None:
+        return logits
+    return np.take_along_axis(logits, positions[:, :, None], axis=1)
+
+
 def _model_record(checkpoint, vocab_size: int) -> dict:
     axes = ["batch", "sequence"]
-    output_shape = axes + [vocab_size] if checkpoint.task.name == "fill-mask" else axes
+    masked_axes = ["batch", "masks"]
+    output_shape = masked_axes + [vocab_size] if checkpoint.task.name == "fill-mask" else axes
     layers, heads, hidden = checkpoint.spec.layers_heads_hidden(checkpoint.config)
     return {
         "layers": layers,
@@ -139,7 +153,8 @@ def _model_record(checkpoint, vocab_size: int) -> dict:
         "format": "onnx",
         "precision": "fp32",
         "backend": "onnxruntime",
-        "inputs": [{"name": n, "dtype": "int64", "shape": axes} for n in checkpoint.spec.input_names],
+        "inputs": [{"name": n, "dtype": "int64", "shape": masked_axes if n == MASK_POSITIONS else axes}
+                   for n in checkpoint.spec.model_input_names(checkpoint.task)],
         "outputs": [{"name": n, "dtype": "float32", "shape": output_shape} for n in checkpoint.task.output_names],
     }
 

@@ -87,7 +87,7 @@ class Reference:
         self.model = open_backend("onnxruntime", fp32.onnx_path)
         self.head = distilrt.head_for(fp32, self.model)
         verify = VerifyConfig.from_dict(self.manifest.stage("verify"))
-        self.tensor_feeds = padded_feeds(self.spec.input_names, verify.shapes, verify.seed, self.manifest.vocab_size,
+        self.tensor_feeds = padded_feeds(self.manifest.input_names, verify.shapes, verify.seed, self.manifest.vocab_size,
                                          self.manifest.tokenizer_settings.pad_token_id)
         self.evaluation = options.evaluation
         # (family, split size) -> (the split, fp32's outputs on it). Two families: "gate", the evaluation split,

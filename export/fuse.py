@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distilrt.errors import ExportError, VerificationError
 from distilrt.export.config import FuseConfig
+from distilrt.export.initializers import remove_duplicate_initializers
 from distilrt.export.specs import ArchitectureSpec
 
 
@@ -21,6 +22,8 @@ def fuse(source: Path, target: Path, spec: ArchitectureSpec, model_config: dict,
         raise ExportError(f"onnxruntime's transformer optimizer failed on {source}: {e}") from e
     counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     check_fused_counts(counts, spec, layers)
+    # ALBERT's fused Attention ops each pack a copy of the one shared Q/K/V set (docs/design.md#shared-weights).
+    remove_duplicate_initializers(optimized.model)
     optimized.save_model_to_file(str(target))
     return counts
 

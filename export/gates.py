@@ -22,6 +22,7 @@ from distilrt.calib.metrics import (
 )
 from distilrt.calib.sets import MaskedEvalSet, QAEvalSet
 from distilrt.export.config import Gate
+from distilrt.tokenization import MASK_POSITIONS
 
 _QA_CHUNK = 32  # questions per runtime call: lets the head batch windows
 
@@ -137,8 +138,10 @@ RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def masked_logits(run: RunFn, eval_set: MaskedEvalSet) -> list[np.ndarray]:
-    """The model's logits at each feed's masked positions."""
-    return [run(feed)["logits"][0, positions] for feed, positions in zip(eval_set.feeds, eval_set.positions)]
+    """The model's logits at each feed's masked positions: all a masked-positions graph gives (its feeds carry the
+    positions), or those rows of a graph that gives every token's logits."""
+    return [run(feed)["logits"][0] if MASK_POSITIONS in feed else run(feed)["logits"][0, positions]
+            for feed, positions in zip(eval_set.feeds, eval_set.positions)]
 
 
 def mlm_gate(fp32_logits: list[np.ndarray], variant_logits: list[np.ndarray], eval_set: MaskedEvalSet,

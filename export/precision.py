@@ -258,13 +258,11 @@ def fp16_cpu_method(path: Path) -> dict:
 
 def pad_to_common_length(feeds: list[Mapping[str, np.ndarray]], pad_token_id: int) -> list[dict[str, np.ndarray]]:
     """onnxruntime's histogram calibrators (Entropy, Percentile) stack the activations of every calibration
-    input and fail on inputs of different lengths (measured: "inhomogeneous shape"); QA windows vary in length.
-    Pad them on the right as a batched runtime call does: pad id, attention mask 0, token type 0."""
-    length = max(feed["input_ids"].shape[1] for feed in feeds)
+    input and fail on inputs of different lengths (measured: "inhomogeneous shape"); QA windows vary in length,
+    and fill-mask inputs in their count of masked positions. Pad each input on the right to its longest as a
+    batched runtime call does: pad id, attention mask 0, token type 0, mask position 0."""
+    widths = {name: max(feed[name].shape[1] for feed in feeds) for name in feeds[0]}
     pad_values = {"input_ids": pad_token_id}
-    padded = []
-    for feed in feeds:
-        missing = length - feed["input_ids"].shape[1]
-        padded.append({name: np.pad(array, ((0, 0), (0, missing)), constant_values=pad_values.get(name, 0))
-                       for name, array in feed.items()})
-    return padded
+    return [{name: np.pad(array, ((0, 0), (0, widths[name] - array.shape[1])),
+                          constant_values=pad_values.get(name, 0))
+             for name, array in feed.items()} for feed in feeds]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from distilrt.bundle import Bundle, read_bundle
 from distilrt.errors import BundleError, CapabilityError, DistilrtError, UserInputError
+from distilrt.tokenization import DEFAULT_MAX_BATCH_TOKENS
 
 __version__ = "0.1.0"
 __all__ = ["load", "head_for", "read_bundle", "Bundle", "DistilrtError", "__version__"]
@@ -23,6 +24,8 @@ def load(
     backend: str | None = None,
     fallback: str | None = None,
     batch_size: int = 8,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    sort_by_length: bool = True,
     check_hashes: bool = True,
     **backend_options,
 ):
@@ -34,6 +37,9 @@ def load(
     (no GPU, no TensorRT, another TensorRT version or GPU) raises a CapabilityError saying why, unless
     ``fallback="onnx"``: then the bundle's ONNX runs instead (on onnxruntime-gpu where its CUDA provider is
     available, else on the CPU), and the head's ``backend`` names what runs.
+
+    A list input runs in batches of at most ``batch_size`` model windows and ``max_batch_tokens`` tokens
+    (padding included), grouped by token length unless ``sort_by_length=False``; results keep the input order.
     """
     from distilrt.backends import open_bundle_model, open_onnx_fallback
 
@@ -47,10 +53,12 @@ def load(
             raise
         model = open_onnx_fallback(bundle)
         logging.getLogger("distilrt").warning("%s; running its ONNX on %s instead (fallback='onnx')", e, model.name)
-    return head_for(bundle, model, batch_size=batch_size)
+    return head_for(bundle, model, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                    sort_by_length=sort_by_length)
 
 
-def head_for(bundle: Bundle, model, *, batch_size: int = 8):
+def head_for(bundle: Bundle, model, *, batch_size: int = 8, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+             sort_by_length: bool = True):
     """The task head of ``bundle`` running on an already opened backend ``model``."""
     from distilrt.heads import head_class
     from distilrt.tokenization import load_tokenizer
@@ -60,4 +68,6 @@ def head_for(bundle: Bundle, model, *, batch_size: int = 8):
             f"{bundle.model_path} takes {list(model.input_names)} -> {list(model.output_names)} but the manifest "
             f"says {list(bundle.input_names)} -> {list(bundle.output_names)}; rebuild the bundle"
         )
-    return head_class(bundle.task)(model, load_tokenizer(bundle.tokenizer_path), bundle.tokenizer_settings, batch_size=batch_size)
+    return head_class(bundle.task)(model, load_tokenizer(bundle.tokenizer_path), bundle.tokenizer_settings,
+                                   batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                                   sort_by_length=sort_by_length)

@@ -96,46 +96,111 @@ def check_text(name: str, text: str) -> None:
         ) from None
 
 
-def run_in_batches(
-    backend: Backend, encodings: Sequence[Encoding], settings: TokenizerSettings, batch_size: int
-) -> list[dict[str, np.ndarray]]:
-    """Run the backend on ``batch_size`` encodings at a time; give each encoding its own outputs, unpadded.
+# Fill-mask graphs take the positions whose logits they compute, [batch, masks] int64, and give logits
+# [batch, masks, vocab]: the vocabulary projection runs only where a mask is (docs/design.md#masked-positions).
+MASK_POSITIONS = "mask_positions"
+# A batch of windows holds at most this many tokens, padding included, unless the caller sets its own budget.
+DEFAULT_MAX_BATCH_TOKENS = 4096
 
-    Each output is cut back to the encoding's tokens (``outputs[name][row, :length]``), so it has the shape
-    the pipelines see when they run that encoding alone.
+
+def run_in_batches(
+    backend: Backend,
+    encodings: Sequence[Encoding],
+    settings: TokenizerSettings,
+    batch_size: int,
+    *,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    sort_by_length: bool = True,
+) -> list[dict[str, np.ndarray]]:
+    """Run the backend on the encodings in batches; give each encoding its own outputs, unpadded, in input order.
+
+    With ``sort_by_length`` the encodings are grouped by token length, so a batch pads its rows to about their
+    own length instead of to the longest of whatever arrived next to them; a batch holds at most ``batch_size``
+    encodings and ``max_batch_tokens`` tokens counting padding (one longer encoding runs alone). Each output is
+    cut back to the encoding's tokens (``outputs[name][row, :length]``), or to its mask positions for a graph
+    that takes them, so it has the shape the pipelines see when they run that encoding alone.
     """
     if "attention_mask" not in backend.input_names:
         batch_size = 1  # without a mask to hide it, padding would change the outputs
-    per_encoding = []
-    for first in range(0, len(encodings), batch_size):
-        batch = encodings[first : first + batch_size]
-        outputs = backend.run(model_feed(batch, settings, backend.input_names))
-        for row, encoding in enumerate(batch):
-            per_encoding.append({name: value[row, : len(encoding.ids)] for name, value in outputs.items()})
+    lengths = [len(encoding.ids) for encoding in encodings]
+    per_encoding: list[dict[str, np.ndarray]] = [{} for _ in encodings]
+    for indices in length_batches(lengths, batch_size, max_batch_tokens, sort_by_length=sort_by_length):
+        batch = [encodings[index] for index in indices]
+        feed = model_feed(batch, settings, backend.input_names)
+        outputs = backend.run(feed)
+        kept = _mask_counts(batch, settings) if MASK_POSITIONS in feed else [lengths[index] for index in indices]
+        for row, index in enumerate(indices):
+            per_encoding[index] = {name: value[row, : kept[row]] for name, value in outputs.items()}
     return per_encoding
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int, *, sort_by_length: bool = True
+) -> list[list[int]]:
+    """Indices into ``lengths`` grouped into batches of at most ``batch_size`` items whose padded size (items x
+    the longest) stays within ``max_batch_tokens``; sorted by length first (stable, so equal lengths keep their
+    order), or in the given order without ``sort_by_length``."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__) if sort_by_length else range(len(lengths))
+    batches: list[list[int]] = []
+    longest = 0
+    for index in order:
+        grown = max(longest, lengths[index])
+        if batches and len(batches[-1]) < batch_size and grown * (len(batches[-1]) + 1) <= max_batch_tokens:
+            batches[-1].append(index)
+            longest = grown
+        else:
+            batches.append([index])
+            longest = lengths[index]
+    return batches
 
 
 def model_feed(
     encodings: Sequence[Encoding], settings: TokenizerSettings, input_names: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """The int64 feed for ``input_names``: encodings padded on the right to the longest, attention_mask 0.
+    """The int64 feed for ``input_names``: encodings padded on the right to the longest, attention_mask 0, and
+    for a fill-mask graph the positions of each encoding's mask tokens (``mask_positions``).
 
     Padding always goes on the right, whatever ``settings.padding_side`` says: real tokens then keep their
     positions, so each row gives the outputs the model gives that encoding alone (as the pipelines run it).
     """
     pad_values = {"input_ids": settings.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
-    unknown = [name for name in input_names if name not in pad_values]
+    unknown = [name for name in input_names if name not in pad_values and name != MASK_POSITIONS]
     if unknown:
         raise UnsupportedError(
-            f"model inputs {unknown} are not supported; supported inputs: {list(pad_values)}"
+            f"model inputs {unknown} are not supported; supported inputs: {[*pad_values, MASK_POSITIONS]}"
         )
     length = max(len(encoding.ids) for encoding in encodings)
-    feed = {name: np.full((len(encodings), length), pad_values[name], dtype=np.int64) for name in input_names}
+    feed = {name: np.full((len(encodings), length), pad_values[name], dtype=np.int64)
+            for name in input_names if name != MASK_POSITIONS}
     for row, encoding in enumerate(encodings):
         for name, values in _encoding_inputs(encoding, settings).items():
             if name in feed:
                 feed[name][row, : len(values)] = values
+    if MASK_POSITIONS in input_names:
+        feed[MASK_POSITIONS] = padded_positions(
+            [np.flatnonzero(np.array(encoding.ids) == _mask_token_id(settings)) for encoding in encodings])
     return feed
+
+
+def padded_positions(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Each row's positions, padded on the right with position 0 to the most any row has (at least one); the
+    logits computed at a padding position are cut off again after the run."""
+    width = max([1, *(len(row) for row in rows)])
+    positions = np.zeros((len(rows), width), dtype=np.int64)
+    for index, row in enumerate(rows):
+        positions[index, : len(row)] = row
+    return positions
+
+
+def _mask_counts(encodings: Sequence[Encoding], settings: TokenizerSettings) -> list[int]:
+    mask_token_id = _mask_token_id(settings)
+    return [encoding.ids.count(mask_token_id) for encoding in encodings]
+
+
+def _mask_token_id(settings: TokenizerSettings) -> int:
+    if settings.mask_token_id is None:
+        raise UnsupportedError(f"the model takes {MASK_POSITIONS} but its tokenizer defines no mask token")
+    return settings.mask_token_id
 
 
 def _encoding_inputs(encoding: Encoding, settings: TokenizerSettings) -> dict[str, list[int]]:

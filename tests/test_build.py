@@ -34,8 +34,13 @@ def test_bundle_layout_and_manifest(tiny_bundles, name):
     assert manifest["schema_version"] == 1
     expected_task = "question-answering" if name in QA_CHECKPOINTS else "fill-mask"
     assert manifest["task"] == expected_task
-    assert [i["name"] for i in manifest["model"]["inputs"]] == EXPECTED_INPUTS[manifest["architecture"]]
-    assert all(i["shape"] == ["batch", "sequence"] for i in manifest["model"]["inputs"])
+    # Fill-mask graphs also take the positions to predict, and give logits at those positions only.
+    masked = ["mask_positions"] if expected_task == "fill-mask" else []
+    assert [i["name"] for i in manifest["model"]["inputs"]] == EXPECTED_INPUTS[manifest["architecture"]] + masked
+    assert all(i["shape"] == (["batch", "masks"] if i["name"] == "mask_positions" else ["batch", "sequence"])
+               for i in manifest["model"]["inputs"])
+    output_axes = ["batch", "masks"] if masked else ["batch", "sequence"]
+    assert all(o["shape"][:2] == output_axes for o in manifest["model"]["outputs"])
     assert manifest["source"]["random_weights"] is True
     assert manifest["source"]["stand_in"] == {"checkpoint": name, "tiny": True, "seed": 0, "head_scale": 20.0}
     assert len(manifest["source"]["config_sha256"]) == 64
@@ -60,9 +65,11 @@ def test_onnx_axes_are_dynamic(tiny_bundles):
 
     model = onnx.load(str(tiny_bundles["albert-base-v2"].bundle / "model.onnx"), load_external_data=False)
     assert model.opset_import[0].version >= 17
+    axes = {"input_ids": "sequence", "attention_mask": "sequence", "token_type_ids": "sequence",
+            "mask_positions": "masks", "logits": "masks"}
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
-        assert dims[0].dim_param == "batch" and dims[1].dim_param == "sequence", value.name
+        assert dims[0].dim_param == "batch" and dims[1].dim_param == axes[value.name], value.name
 
 
 def test_report_has_per_case_comparisons(tiny_bundles):

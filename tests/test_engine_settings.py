@@ -8,13 +8,13 @@ import itertools
 import json
 
 import pytest
-from conftest import onnx_bundle_manifest
+from conftest import MLM_CHECKPOINTS, onnx_bundle_manifest
 
 from distilrt.errors import UserInputError
 from distilrt.export.assets import SEED_CHECKPOINTS, config_path
 from distilrt.export.config import ENGINE_SOURCES, HARDWARE_COMPATIBILITY, VARIANTS, EngineConfig, ShapeProfile, gate_for
 from distilrt.export.engines.settings import builder_settings, timing_cache_key
-from distilrt.export.specs import get_spec
+from distilrt.export.specs import get_spec, get_task
 
 
 def seed_manifest(checkpoint: str, variant: str) -> dict:
@@ -22,8 +22,9 @@ def seed_manifest(checkpoint: str, variant: str) -> dict:
     config = json.loads(config_path(checkpoint).read_text())
     spec = get_spec(config["model_type"])
     max_sequence = spec.max_sequence(config)
-    return onnx_bundle_manifest(variant, spec.input_names, shape_profile=ShapeProfile(max_sequence=max_sequence),
-                                model_max_length=max_sequence)
+    task = get_task("fill-mask" if checkpoint in MLM_CHECKPOINTS else "question-answering")
+    return onnx_bundle_manifest(variant, spec.model_input_names(task),
+                                shape_profile=ShapeProfile(max_sequence=max_sequence), model_max_length=max_sequence)
 
 
 def _configs():
@@ -64,10 +65,15 @@ def test_settings_for_every_config_and_engine_source(checkpoint):
         inputs = [i["name"] for i in manifest["model"]["inputs"]]
         for shapes, profile in zip(settings.profiles, profiles):
             assert list(shapes) == inputs  # every input, in the model's order
-            for low, opt, high in shapes.values():
+            for name, (low, opt, high) in shapes.items():
+                if name == "mask_positions":  # [batch, masks]: one mask up to one per token
+                    assert (low, opt, high) == ((profile.min_batch, 1), (profile.opt_batch, 1),
+                                                (profile.max_batch, profile.max_sequence))
+                    continue
                 assert low == (profile.min_batch, profile.min_sequence)
                 assert opt == (profile.opt_batch, profile.opt_sequence)
                 assert high == (profile.max_batch, profile.max_sequence)
+        assert ("mask_positions" in inputs) == (checkpoint in MLM_CHECKPOINTS)
         assert json.loads(json.dumps(settings.to_dict())) == settings.to_dict()
 
 

@@ -92,7 +92,7 @@ def static_int8_graphs(tiny_bundles, tmp_path_factory):
     for name, result in tiny_bundles.items():
         spec = get_spec(result.manifest.architecture)
         head = distilrt.load(result.bundle)
-        calibration = calibration_set(head, CalibConfig(size=16, max_seq_len=128), spec.input_names)
+        calibration = calibration_set(head, CalibConfig(size=16, max_seq_len=128), result.input_names)
         feeds = pad_to_common_length(calibration.feeds, result.manifest.tokenizer_settings.pad_token_id)
         for variant in ("int8-qdq", "int8-qdq-trt"):
             target = tmp_path_factory.mktemp(variant) / "model.onnx"

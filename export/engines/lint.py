@@ -20,13 +20,16 @@ import distilrt
 from distilrt.errors import BundleError, UserInputError
 from distilrt.export.config import ShapeProfile
 from distilrt.export.engines import parser_ops as trt
+from distilrt.export.engines.settings import input_shapes
+from distilrt.tokenization import MASK_POSITIONS
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 INTEGER_INPUT_TYPES = ("INT32", "INT64")
 FLOAT_SCALE_TYPES = ("FLOAT", "FLOAT16", "BFLOAT16")
-# The axes of every distilrt input ([batch, sequence]) and the shape-profile fields that bound them.
-PROFILE_AXES = (("batch", "min_batch", "max_batch"), ("sequence", "min_sequence", "max_sequence"))
+# The axes of every distilrt input: [batch, sequence], or [batch, masks] for mask_positions (engines/settings.py).
+PROFILE_AXES = ("batch", "sequence")
+MASK_AXES = ("batch", "masks")
 
 
 @dataclass(frozen=True)
@@ -332,17 +335,18 @@ def _check_input(name: str, value, profile: ShapeProfile) -> list[Finding]:
         findings.append(Finding("input-dtype", where, f"input {name!r} is {dtype}; token ids and masks must be "
                                 f"int32 or int64: export the graph with integer inputs", subject=name))
     dims = list(tensor.shape.dim) if tensor.HasField("shape") else None
-    if dims is None or len(dims) != len(PROFILE_AXES):
+    labels = MASK_AXES if name == MASK_POSITIONS else PROFILE_AXES
+    if dims is None or len(dims) != len(labels):
         rank = "unknown" if dims is None else len(dims)
         return findings + [Finding("input-shape", where, f"input {name!r} has rank {rank}; TensorRT's profile "
-                                   f"gives it [batch, sequence] (rank 2): export it with that shape", subject=name)]
-    for axis, (dim, (label, low_field, high_field)) in enumerate(zip(dims, PROFILE_AXES)):
-        low, high = getattr(profile, low_field), getattr(profile, high_field)
+                                   f"gives it [{', '.join(labels)}] (rank 2): export it with that shape", subject=name)]
+    smallest, _, largest = input_shapes(name, profile)
+    for axis, (dim, label, low, high) in enumerate(zip(dims, labels, smallest, largest)):
         if dim.HasField("dim_value") and not dim.dim_value == low == high:
             findings.append(Finding(
                 "input-shape", where, f"input {name!r} fixes its {label} dimension (axis {axis}) at {dim.dim_value} "
-                f"but the shape profile asks for {label} {low}..{high}: export with a dynamic {label} axis, or set "
-                f"the profile's {low_field} and {high_field} to {dim.dim_value}", subject=f"{name}[{label}]"))
+                f"but the shape profile asks for {label} {low}..{high}: export with a dynamic {label} axis, or build "
+                f"with a shape profile of {label} {dim.dim_value} only", subject=f"{name}[{label}]"))
     return findings
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from distilrt.errors import UserInputError
 from distilrt.export.config import ENGINE_SOURCES, EngineConfig, ShapeProfile
 from distilrt.manifest import ONNX_FORMAT, Manifest
+from distilrt.tokenization import MASK_POSITIONS
 
 # Why each other variant cannot become an engine (the lint gives the node-level detail).
 _NOT_ENGINE_SOURCES = {
@@ -87,11 +88,15 @@ def builder_settings(config: EngineConfig, manifest: Mapping[str, Any]) -> Build
         hardware_compatibility_level=_HARDWARE_LEVELS[config.hardware_compatibility],
         builder_optimization_level=config.builder_optimization_level,
         memory_pool_limits={} if config.workspace_mb is None else {"WORKSPACE": config.workspace_mb * 2**20},
-        profiles=tuple({name: _profile_shapes(profile) for name in input_names} for profile in profiles),
+        profiles=tuple({name: input_shapes(name, profile) for name in input_names} for profile in profiles),
     )
 
 
-def _profile_shapes(profile: ShapeProfile) -> tuple[Shape, Shape, Shape]:
+def input_shapes(name: str, profile: ShapeProfile) -> tuple[Shape, Shape, Shape]:
+    """TensorRT's (min, opt, max) shapes of one graph input: token inputs are [batch, sequence]; a fill-mask
+    graph's mask_positions are [batch, masks], one mask (the common case) up to one per token."""
+    if name == MASK_POSITIONS:
+        return ((profile.min_batch, 1), (profile.opt_batch, 1), (profile.max_batch, profile.max_sequence))
     return ((profile.min_batch, profile.min_sequence), (profile.opt_batch, profile.opt_sequence),
             (profile.max_batch, profile.max_sequence))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from distilrt.errors import UnsupportedError
+from distilrt.tokenization import MASK_POSITIONS
 
 
 @dataclass(frozen=True)
@@ -17,12 +18,14 @@ class TaskSpec:
     output_names: tuple[str, ...]
     auto_class: str  # transformers Auto* class that loads a checkpoint with this task's head
     architecture_suffix: str  # e.g. DistilBertForQuestionAnswering ends with this
+    # Graph inputs beyond the tokenizer's: fill-mask graphs take the positions to predict (docs/design.md#masked-positions)
+    extra_input_names: tuple[str, ...] = ()
 
 
 QUESTION_ANSWERING = TaskSpec(
     "question-answering", ("start_logits", "end_logits"), "AutoModelForQuestionAnswering", "ForQuestionAnswering"
 )
-FILL_MASK = TaskSpec("fill-mask", ("logits",), "AutoModelForMaskedLM", "ForMaskedLM")
+FILL_MASK = TaskSpec("fill-mask", ("logits",), "AutoModelForMaskedLM", "ForMaskedLM", (MASK_POSITIONS,))
 TASKS = {task.name: task for task in (QUESTION_ANSWERING, FILL_MASK)}
 
 
@@ -74,6 +77,13 @@ class ArchitectureSpec:
     position_offset: int = 0
     int8: Int8Recipe = Int8Recipe()
     fp16_keep_fp32: tuple[str, ...] = FP16_KEEP_FP32
+    # The masked-LM model's head after its encoder (``model.<base_model_prefix>``): submodule names, applied in
+    # order as the model's own forward applies them. The export runs them on the masked positions' states only.
+    mlm_head: tuple[str, ...] = ()
+
+    def model_input_names(self, task: TaskSpec) -> tuple[str, ...]:
+        """The exported graph's inputs for ``task``, in order: the tokenizer's, then the task's own."""
+        return (*self.input_names, *task.extra_input_names)
 
     def max_sequence(self, config: dict) -> int:
         """The longest input the model's position embeddings allow."""

@@ -8,6 +8,7 @@ SPEC = register(
         model_type="bert",
         input_names=("input_ids", "attention_mask", "token_type_ids"),
         tasks=(QUESTION_ANSWERING, FILL_MASK),
+        mlm_head=("cls",),
         int8=Int8Recipe(keep_float=("/qa_outputs/", "/cls/predictions/")),
         fusion=FusionSpec(
             per_layer={"Attention": 1, "SkipLayerNormalization": 2, "BiasGelu": 1},

@@ -8,6 +8,7 @@ SPEC = register(
         model_type="distilbert",
         input_names=("input_ids", "attention_mask"),
         tasks=(QUESTION_ANSWERING, FILL_MASK),
+        mlm_head=("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),
         shape_keys=("n_layers", "n_heads", "dim"),
         int8=Int8Recipe(keep_float=("/qa_outputs/", "/vocab_transform/", "/vocab_projector/")),
         fusion=FusionSpec(

@@ -8,6 +8,7 @@ SPEC = register(
         model_type="roberta",
         input_names=("input_ids", "attention_mask"),
         tasks=(QUESTION_ANSWERING, FILL_MASK),
+        mlm_head=("lm_head",),
         position_offset=2,  # max_position_embeddings 514 holds 512 tokens
         int8=Int8Recipe(keep_float=("/qa_outputs/", "/lm_head/")),
         fusion=FusionSpec(

@@ -1,5 +1,5 @@
 """What the task heads share: the backend they run on, their own copy of the tokenizer, the tokenizer settings
-from the manifest and the batch size they run windows in."""
+from the manifest and how they batch windows (count, token budget, length order)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from distilrt.backends import Closable
 from distilrt.config import check_int
-from distilrt.tokenization import TokenizerSettings, private_copy, run_in_batches
+from distilrt.errors import UserInputError
+from distilrt.tokenization import DEFAULT_MAX_BATCH_TOKENS, TokenizerSettings, private_copy, run_in_batches
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -18,13 +19,19 @@ if TYPE_CHECKING:
 class TaskHead(Closable):
     """Base of ``QuestionAnswerer`` and ``FillMask``. A head owns its backend: ``close()`` (or ``with``) frees it."""
 
-    def __init__(self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8):
+    def __init__(self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8,
+                 max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, sort_by_length: bool = True):
         check_int("batch_size", batch_size, minimum=1)
+        check_int("max_batch_tokens", max_batch_tokens, minimum=1)
+        if not isinstance(sort_by_length, bool):
+            raise UserInputError(f"sort_by_length must be True or False, got {sort_by_length!r}")
         self._backend = backend
         # A private copy: the heads set truncation on it per call, which must not leak into the caller's tokenizer.
         self._tokenizer = private_copy(tokenizer)
         self._settings = settings
         self._batch_size = batch_size
+        self._max_batch_tokens = max_batch_tokens
+        self._sort_by_length = sort_by_length
 
     @property
     def backend(self) -> str:
@@ -40,8 +47,14 @@ class TaskHead(Closable):
         return private_copy(self._tokenizer)
 
     def _run(self, encodings: list[Encoding]) -> list[dict]:
-        """The model's outputs for each encoding, run in padded batches of at most batch_size."""
-        return run_in_batches(self._backend, encodings, self._settings, self._batch_size)
+        """The model's outputs for each encoding, in input order; run in batches of at most batch_size encodings
+        and max_batch_tokens padded tokens, grouped by length unless sort_by_length is off.
+
+        Grouping never changes an fp32 or fp16 answer beyond float rounding. Dynamic int8 graphs quantize each
+        activation with one scale per batch, so their answers depend on which windows share a batch (in either
+        order); batch_size=1 makes them independent of it."""
+        return run_in_batches(self._backend, encodings, self._settings, self._batch_size,
+                              max_batch_tokens=self._max_batch_tokens, sort_by_length=self._sort_by_length)
 
     def close(self) -> None:
         self._backend.close()

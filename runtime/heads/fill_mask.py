@@ -1,7 +1,8 @@
 """Masked-token prediction that gives exactly the outputs of transformers' fill-mask pipeline.
 
 The runtime cannot import transformers, so this module mirrors by hand what transformers 4.57's
-``FillMaskPipeline`` does: encode each text whole, softmax the logits at every mask token, keep the top_k
+``FillMaskPipeline`` does: encode each text whole, softmax the logits at every mask token (the bundle's graph
+computes logits only there, given their positions), keep the top_k
 tokens (or the top_k of the given targets), and decode the filled-in sequence the way the transformers
 tokenizer wrapper decodes (the tokenizers decoder, then its optional clean-up of spaces).
 """
@@ -16,7 +17,7 @@ import numpy as np
 from distilrt.config import check_int
 from distilrt.errors import UnsupportedError, UserInputError
 from distilrt.heads.base import TaskHead
-from distilrt.tokenization import TokenizerSettings, check_text
+from distilrt.tokenization import MASK_POSITIONS, TokenizerSettings, check_text
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -34,11 +35,12 @@ class FillMask(TaskHead):
     """
 
     def __init__(
-        self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8
+        self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8,
+        **batching,
     ):
         if settings.mask_token is None or settings.mask_token_id is None:
             raise UnsupportedError("this tokenizer defines no mask token, so its model cannot fill masks")
-        super().__init__(backend, tokenizer, settings, batch_size=batch_size)
+        super().__init__(backend, tokenizer, settings, batch_size=batch_size, **batching)
 
     def __call__(
         self,
@@ -62,7 +64,7 @@ class FillMask(TaskHead):
             self._check_encoding(encoding, index if isinstance(inputs, list) else None)
         outputs = self._run(encodings)
         results = [
-            self._predictions(np.array(encoding.ids), output["logits"], top_k, target_ids)
+            self._predictions(np.array(encoding.ids), self._mask_logits(encoding, output["logits"]), top_k, target_ids)
             for encoding, output in zip(encodings, outputs)
         ]
         return results[0] if len(results) == 1 else results
@@ -116,12 +118,20 @@ class FillMask(TaskHead):
         )
         return pieces[0]
 
+    def _mask_logits(self, encoding: Encoding, logits: np.ndarray) -> np.ndarray:
+        """The logits at the text's mask tokens, [masks, vocab]: what a masked-positions graph gives, or picked
+        from the logits of every token (bundles built before masked-positions graphs, and the PyTorch model)."""
+        logits = np.asarray(logits, dtype=np.float32)
+        if MASK_POSITIONS in self._backend.input_names:
+            return logits
+        return logits[np.nonzero(np.array(encoding.ids) == self._settings.mask_token_id)[0]]
+
     def _predictions(
-        self, input_ids: np.ndarray, logits: np.ndarray, top_k: int, target_ids: np.ndarray | None
+        self, input_ids: np.ndarray, mask_logits: np.ndarray, top_k: int, target_ids: np.ndarray | None
     ) -> list:
         """The pipeline's postprocess for one text: a ranked list per mask token (the list alone for one)."""
         mask_positions = np.nonzero(input_ids == self._settings.mask_token_id)[0]
-        probabilities = _softmax(np.asarray(logits, dtype=np.float32)[mask_positions])
+        probabilities = _softmax(mask_logits)
         if target_ids is not None:
             probabilities = probabilities[:, target_ids]
         # Decoding skips special tokens only with one mask, so that the other masks stay visible.

@@ -79,9 +79,10 @@ class QuestionAnswerer(TaskHead):
     """
 
     def __init__(
-        self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8
+        self, backend: Backend, tokenizer: Tokenizer, settings: TokenizerSettings, *, batch_size: int = 8,
+        **batching,
     ):
-        super().__init__(backend, tokenizer, settings, batch_size=batch_size)
+        super().__init__(backend, tokenizer, settings, batch_size=batch_size, **batching)
         # Truncation is set per call on this head's own tokenizer copy; the lock keeps calls from mixing it.
         self._tokenizer_lock = threading.Lock()
         # The pipeline puts the question first when the tokenizer pads on the right.
