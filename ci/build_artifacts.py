@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
                        default=list(defaults.sequences), metavar="N")
     bench.add_argument("--bench-repeats", type=int, default=defaults.repeats, help="timed runs per cell")
     bench.add_argument("--bench-warmup", type=int, default=defaults.warmup, help="untimed runs before each cell")
-    bench.add_argument("--bench-threads", type=int, default=defaults.threads, help="default: all cores")
+    bench.add_argument("--bench-threads", type=int, default=defaults.threads, help="default: one per physical core")
     bench.add_argument("--bench-max-seconds", type=float, default=defaults.max_seconds_per_cell,
                        help="stop repeating a cell after this many seconds of timed runs")
     bench.add_argument("--baseline", type=Path, default=None, metavar="OLD_REPORT.json",
