@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from distilrt.bench.gemm_floor import Timing, add_gemm_floors
 from distilrt.bench.inputs import mlm_texts, qa_examples
 from distilrt.bench.worker import PROGRESS_PREFIX
 from distilrt.bundle import Bundle, read_bundle
@@ -96,6 +97,10 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
         for index, group in enumerate(groups.values()):
             results += _CheckpointBench(group, config, Path(scratch) / str(index), progress).run()
     add_ratios(results)
+    # int8 bundles' model-only cells next to the least time their int8 products alone take (bench/gemm_floor.py)
+    add_gemm_floors(results, opened, Timing(config.resolved_threads, config.warmup, config.repeats,
+                                            config.max_seconds_per_cell, min(MIN_TIMED_RUNS, config.repeats)),
+                    config.seed, progress)
     return {
         "schema": BENCH_SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
