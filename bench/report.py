@@ -208,7 +208,8 @@ def render_markdown(report: dict) -> str:
 
 def render_bench_markdown(bench: dict) -> str:
     """`distilrt bench`'s table: every row of one bench file."""
-    return "\n".join(_run_lines({"source": "this run", **bench}) + latency_table(bench["results"]))
+    return "\n".join(_run_lines({"source": "this run", **bench}) + latency_table(bench["results"])
+                     + gemm_floor_lines(bench["results"]))
 
 
 def _run_lines(run: dict) -> list[str]:
@@ -218,7 +219,9 @@ def _run_lines(run: dict) -> list[str]:
         f"- `{run['source']}` ({run.get('created')}): {machine.get('cpu')}, {machine.get('cores')} cores, "
         f"{_num(machine.get('memory_gb'), 1)} GB, {machine.get('platform')}"
         + (f"; load average {load[0]:.2f} at the start" if load else ""),
-        f"  - {settings.get('threads')} threads (ONNX Runtime intra-op, torch); warm-up {settings.get('warmup')}, "
+        f"  - {settings.get('threads')} threads (ONNX Runtime intra-op, torch"
+        + (f"; {settings['threads_source']}" if settings.get("threads_source") else "")
+        + f"); warm-up {settings.get('warmup')}, "
         f"up to {settings.get('repeats')} timed runs per cell (at least {settings.get('min_timed_runs')}, "
         f"{settings.get('max_seconds_per_cell')} s per cell)",
         "  - " + ", ".join(f"{k} {v}" for k, v in tools.items() if v),
@@ -266,7 +269,30 @@ def _checkpoint_lines(report: dict, checkpoint: str) -> list[str]:
                      f"{_gold_text(a, 'variant')} |")
     lines += ["", *_speedup_lines(report, checkpoint), "### Latency", ""]
     lines += latency_table([r for r in report["latency"] if r["checkpoint"] == checkpoint])
+    lines += gemm_floor_lines([r for r in report["latency"] if r["checkpoint"] == checkpoint])
     return lines
+
+
+def gemm_floor_lines(rows: list[dict]) -> list[str]:
+    """int8 bundles' model-only p50 next to the int8 GEMM floor measured in the same run (bench/gemm_floor.py)."""
+    floors = [r for r in rows if r.get("gemm_floor")]
+    if not floors:
+        return []
+    lines = ["### int8 GEMM floor", "", "The least time the bundle's int8 matrix products alone take here (the same "
+             "products, fused by ONNX Runtime as in the model, nothing else), against the model-only p50; "
+             "efficiency = floor / model p50:", "",
+             "| variant | batch | sequence | floor p50 ms | model p50 ms | efficiency | int8 GEMMs | float linear "
+             "layers | GMAC/s |", "|---|---|---|---|---|---|---|---|---|"]
+    skipped = []
+    for r in floors:
+        floor = r["gemm_floor"]
+        if floor.get("skipped_reason"):
+            skipped.append(f"- no floor for {r['variant']} b{r['batch']} s{r['sequence']}: {floor['skipped_reason']}")
+            continue
+        lines.append(f"| {r['variant']} | {r['batch']} | {r['sequence']} | {floor['latency_ms']['p50']:.2f} | "
+                     f"{floor['model_p50_ms']:.2f} | {floor['efficiency']:.0%} | {floor['int8_gemms']} | "
+                     f"{floor['float_linear_layers']} | {floor['gmacs_per_s']:.1f} |")
+    return lines + [""] + (skipped + [""] if skipped else [])
 
 
 def _speedup_lines(report: dict, checkpoint: str) -> list[str]:

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from distilrt.bench.gemm_floor import Timing, add_gemm_floors
 from distilrt.bench.inputs import mlm_texts, qa_examples
 from distilrt.bench.worker import PROGRESS_PREFIX
 from distilrt.bundle import Bundle, read_bundle
 from distilrt.config import StageConfig, is_int
 from distilrt.errors import CapabilityError, DistilrtError, UserInputError, one_line
 from distilrt.files import sha256_file
+from distilrt.host import resolve_threads
 from distilrt.manifest import Manifest
 from distilrt.progress import Progress, print_progress
 from distilrt.provenance import host_record, package_version, tool_versions
@@ -48,7 +50,7 @@ class BenchConfig(StageConfig):
     warmup: int = 3
     repeats: int = 20
     max_seconds_per_cell: float = 20.0  # stop repeating a cell once its timed runs took this long
-    threads: int | None = None  # None: os.cpu_count(); ONNX Runtime intra-op threads and torch.set_num_threads
+    threads: int | None = None  # None: physical cores (distilrt.host); ONNX Runtime intra-op and torch threads
     modes: tuple[str, ...] = MODES
     references: tuple[str, ...] = REFERENCES
     seed: int = 0  # the model-only token ids and the end-to-end texts
@@ -63,7 +65,7 @@ class BenchConfig(StageConfig):
         if not isinstance(self.max_seconds_per_cell, (int, float)) or self.max_seconds_per_cell <= 0:
             raise UserInputError(f"max_seconds_per_cell must be a positive number, got {self.max_seconds_per_cell!r}")
         if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
-            raise UserInputError(f"threads must be a positive integer or None (all cores), got {self.threads!r}")
+            raise UserInputError(f"threads must be a positive integer or None (physical cores), got {self.threads!r}")
         for name, values, known, allow_empty in (("modes", self.modes, MODES, False),
                                                  ("references", self.references, REFERENCES, True)):
             if (not values and not allow_empty) or any(v not in known for v in values):
@@ -71,7 +73,12 @@ class BenchConfig(StageConfig):
 
     @property
     def resolved_threads(self) -> int:
-        return self.threads or os.cpu_count() or 1
+        return resolve_threads(self.threads).count
+
+    @property
+    def threads_source(self) -> str:
+        """"given", or how the default was found: "physical cores (N of M logical)" (distilrt.host)."""
+        return resolve_threads(self.threads).source
 
     def cells(self) -> list[tuple[str, int, int]]:
         return [(mode, batch, sequence) for mode in dict.fromkeys(self.modes) for batch in dict.fromkeys(self.batches)
@@ -90,12 +97,16 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
         for index, group in enumerate(groups.values()):
             results += _CheckpointBench(group, config, Path(scratch) / str(index), progress).run()
     add_ratios(results)
+    # int8 bundles' model-only cells next to the least time their int8 products alone take (bench/gemm_floor.py)
+    add_gemm_floors(results, opened, Timing(config.resolved_threads, config.warmup, config.repeats,
+                                            config.max_seconds_per_cell, min(MIN_TIMED_RUNS, config.repeats)),
+                    config.seed, progress)
     return {
         "schema": BENCH_SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": host_record(),
         "settings": {**config.to_dict(), "threads": config.resolved_threads, "min_timed_runs": min(MIN_TIMED_RUNS, config.repeats),
-                     "thread_env": thread_env(config.resolved_threads),
+                     "threads_source": config.threads_source, "thread_env": thread_env(config.resolved_threads),
                      "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
         "tools": {**tool_versions(), "optimum": package_version("optimum")},
         "memory_note": MEMORY_NOTE,

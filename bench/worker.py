@@ -36,14 +36,15 @@ class DistilrtRunner:
 
     def __init__(self, spec: dict):
         import distilrt
-        from distilrt.backends import open_bundle_model
+        from distilrt.backends import open_bundle_model, run_settings
 
         self._bundle = distilrt.read_bundle(spec["bundle"])
         self.backend = self._bundle.manifest.model_file.backend
         # Only ONNX Runtime takes a thread count; TensorRT runs on the GPU.
         options = {"intra_op_num_threads": spec["threads"]} if self.backend.startswith("onnxruntime") else {}
         self._model = open_bundle_model(self._bundle, self.backend, **options)
-        self.info = {"backend": self.backend, "thread_option": options or None}
+        self.info = {"backend": self.backend, "thread_option": options or None,
+                     "run": run_settings(self._model)}  # what the session really runs with
 
     def model_call(self, feed):
         return lambda: self._model.run(feed)

@@ -14,6 +14,10 @@ The benchmark (`distilrt bench`, in one run over every bundle) goes to OUT/bench
 (`distilrt report`: JSON, Markdown, PNG plots) to OUT/report/; with --baseline the report is gated against an
 earlier report.json.
 
+It first checks that the installed build stack is the one ci/constraints-artifacts.txt pins (the versions the
+gate values were measured with; ci/freeze_constraints.py) and stops, naming each difference, if it is not;
+--allow-drift builds anyway and records the differences in index.json.
+
 Exit 1 if a GPU-bound bundle fails the lint, the fp32 build fails, a benchmark fails or the report regressed
 against the baseline; a variant that misses its gate is recorded, not fatal (random stand-ins are not trained
 models).
@@ -26,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from freeze_constraints import CONSTRAINTS, drift, read_constraints  # ci/ is this script's first sys.path entry
 
 from distilrt.bench.regression import DEFAULT_LATENCY_THRESHOLD
 from distilrt.bench.report import make_report, regression_summary, write_report
@@ -43,6 +49,7 @@ from distilrt.export.random_checkpoint import make_random_checkpoint
 from distilrt.export.variants import parse_variants
 from distilrt.files import write_json
 from distilrt.progress import print_progress
+from distilrt.provenance import tool_versions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline is not None and not args.baseline.is_file():
         raise SystemExit(f"ci: error: the baseline {args.baseline} does not exist; pass an earlier report.json")
     index = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stand_ins": args.stand_ins,
-             "checkpoints": {}}
+             "constraints": _check_constraints(args.constraints, args.allow_drift), "checkpoints": {}}
     failures = []
     with tempfile.TemporaryDirectory(prefix="distilrt-ci-") as scratch:
         for name in args.checkpoints:
@@ -83,6 +90,24 @@ def main(argv: list[str] | None = None) -> int:
         print("ci: FAILED: " + "; ".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _check_constraints(path: Path, allow_drift: bool) -> dict:
+    """The installed build stack against the pinned one, before anything is built. The tools every manifest
+    records (distilrt.provenance.tool_versions) are compared as recorded; the rest of the stack as installed."""
+    try:
+        problems = drift(read_constraints(path), tool_versions())
+    except SystemExit as e:  # a missing or malformed file: its message names the fix
+        raise SystemExit(f"ci: error: {e}") from None
+    if problems and not allow_drift:
+        raise SystemExit(
+            f"ci: error: this environment is not the build stack {path} pins, which the gate values were measured "
+            f"with: {'; '.join(problems)}. Install with `pip install -c {path} ...` as .ci/run does; after a "
+            "deliberate bump, regenerate the file with `python ci/freeze_constraints.py`; or pass --allow-drift to "
+            "build anyway (the figures are then not comparable with the pinned stack's)")
+    for problem in problems:
+        print_progress(f"constraints: {problem} (--allow-drift)")
+    return {"file": str(path), "drift": problems, "allowed_drift": allow_drift}
 
 
 def _one_checkpoint(name: str, args, variants, options: VariantOptions, engines: EngineRequest | None,
@@ -149,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="engines that later TensorRT 11.x and tensorrt_lean can run")
     parser.add_argument("--timing-cache-dir", type=Path, default=None,
                         help="keep TensorRT timing caches here between builds (default: no cache)")
+    parser.add_argument("--constraints", type=Path, default=CONSTRAINTS,
+                        help="the pinned build stack the environment must match (default: %(default)s)")
+    parser.add_argument("--allow-drift", action="store_true",
+                        help="build even if the environment differs from --constraints; index.json records how")
     bench = parser.add_argument_group("benchmark and report")
     defaults = BenchConfig()
     bench.add_argument("--no-bench", dest="bench", action="store_false", help="build and lint only")
@@ -158,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
                        default=list(defaults.sequences), metavar="N")
     bench.add_argument("--bench-repeats", type=int, default=defaults.repeats, help="timed runs per cell")
     bench.add_argument("--bench-warmup", type=int, default=defaults.warmup, help="untimed runs before each cell")
-    bench.add_argument("--bench-threads", type=int, default=defaults.threads, help="default: all cores")
+    bench.add_argument("--bench-threads", type=int, default=defaults.threads, help="default: one per physical core")
     bench.add_argument("--bench-max-seconds", type=float, default=defaults.max_seconds_per_cell,
                        help="stop repeating a cell after this many seconds of timed runs")
     bench.add_argument("--baseline", type=Path, default=None, metavar="OLD_REPORT.json",

@@ -28,6 +28,7 @@ from distilrt.calib import SQUAD_DEV, WIKITEXT_VALID
 from distilrt.calib.squad import read_squad, sample_questions
 from distilrt.calib.text import mask_words, read_sentences
 from distilrt.files import write_json
+from distilrt.host import resolve_threads
 from distilrt.provenance import host_record, tool_versions
 from distilrt.serve.client import Client
 from distilrt.serve.repository import ServingConfig, named_bundles, write_repository
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_line(cells[-1]), file=sys.stderr, flush=True)
     results = {"bundle": str(bundle.path), "task": bundle.task, "variant": bundle.variant,
                "checkpoint": bundle.manifest.source.id, "random_weights": bundle.manifest.source.random_weights,
-               "settings": {"requests_per_cell": args.requests, "threads": args.threads,
+               "settings": {"requests_per_cell": args.requests, **resolve_threads(args.threads).to_dict(),
                             "max_batch_size": args.max_batch_size, "max_queue_delay_us": args.max_queue_delay_us,
                             "instances": 1, "protocol": "http", "inputs": _input_description(bundle.task)},
                "host": host, "host_after": {"load_average": list(os.getloadavg())}, "tools": tool_versions(), "cells": cells}
@@ -198,7 +199,8 @@ def render_markdown(results: dict) -> str:
              f"({host.get('cores')} cores; 1/5/15-min load average {_loads(host.get('load_average'))} at the start, "
              f"{_loads(results['host_after']['load_average'])} at the end), "
              f"{host.get('platform')}; {settings['requests_per_cell']} requests per "
-             f"cell ({settings['inputs']}); ONNX Runtime threads {settings['threads'] or 'all'}; server: 1 instance, "
+             f"cell ({settings['inputs']}); ONNX Runtime threads {settings['threads'] or 'default'}"
+             f"{' (' + settings['threads_source'] + ')' if settings.get('threads_source') else ''}; server: 1 instance, "
              f"max_batch_size {settings['max_batch_size']}, max_queue_delay_us {settings['max_queue_delay_us']}, "
              f"HTTP.", "",
              "| runner | dynamic batching | clients | requests/s | p50 ms | p99 ms | versus each request in-process alone |",
@@ -232,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=256, help="requests per cell (default %(default)s)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per physical core)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
     return parser

@@ -22,7 +22,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sequence lengths in tokens (default {' '.join(map(str, defaults.sequences))})")
     parser.add_argument("--repeats", type=int, help=f"timed runs per cell (default {defaults.repeats})")
     parser.add_argument("--warmup", type=int, help=f"untimed runs before each cell (default {defaults.warmup})")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op and torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op and torch threads (default: one per physical core)")
     parser.add_argument("--max-seconds", type=float,
                         help="stop repeating a cell after this many seconds of timed runs, at 5 runs or more "
                              f"(default {defaults.max_seconds_per_cell:g})")

@@ -41,7 +41,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add_serving_arguments(parser)
     parser.add_argument("--backend", help=f"{', '.join(supported_backends())} (default: the backend each manifest "
                                           "names)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (default: all cores)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (default: one per physical core)")
     parser.add_argument("--exit-timeout", type=int, default=30,
                         help="on SIGTERM, seconds to finish requests in flight (default %(default)s)")
 

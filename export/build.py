@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import distilrt
+from distilrt.backends import open_bundle_model, run_settings
 from distilrt.bundle import Bundle
 from distilrt.calib.synthetic import padded_feeds
 from distilrt.export import checkpoint as ckpt
@@ -99,9 +100,13 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
 
         reference = task_reference(checkpoint.task, model, hf_tokenizer, settings)
         progress(f"verifying the bundle's runtime against the {reference.kind} on {len(probes)} inputs")
-        with distilrt.load(staging) as candidate:
+        staged = distilrt.read_bundle(staging)
+        model = open_bundle_model(staged, staged.manifest.model_file.backend)  # as distilrt.load opens it
+        with distilrt.head_for(staged, model) as candidate:
             task = verify_task(checkpoint.task.name, probes, reference.run, candidate,
                                options.tolerances.score_atol, reference_name=reference.description)
+        # What the verification ran with (threads and where the count came from), beside how it was built.
+        manifest = {**manifest, "stages": {**manifest["stages"], "run": run_settings(model)}}
 
         report = {"tensors": tensors.to_dict(), "tokenizer": tokenizer_check.to_dict(), "task": task.to_dict()}
         manifest = finish_bundle(staging, destination, manifest, report, _summary(tensors, tokenizer_check, task))

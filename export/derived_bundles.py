@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import distilrt
-from distilrt.backends import open_backend
+from distilrt.backends import open_backend, run_settings
 from distilrt.bundle import Bundle
 from distilrt.calib.sets import CalibConfig, EvalConfig, mlm_evaluation_set, qa_evaluation_set
 from distilrt.calib.synthetic import padded_feeds
@@ -187,6 +187,8 @@ class Reference:
                                                "worst": tensors.worst()},
                    "gate": {k: v for k, v in result.to_dict().items() if k != "figures"},
                    "figures": result.figures}
+        # What the verification ran with (threads and where the count came from), not the parent's record.
+        manifest = {**manifest, "stages": {**manifest.get("stages", {}), "run": run_settings(candidate)}}
         finish_bundle(staging, destination, manifest,
                       {"tensors": tensors.to_dict(), "gate": result.to_dict(), **report}, summary)
         return result

@@ -12,7 +12,8 @@ Schema 1 (the layout every key below reads):
     model       {file, format, backend, precision, layers, attention_heads, hidden_size, vocab_size, inputs, outputs}
     fallback?   {file, format, backend}: the ONNX an engine bundle keeps beside its plan
     engine?     what a TensorRT plan was built with (distilrt.compat reads it)
-    shape_profile, tokenizer {file, settings}, stages {<stage>: config}, fused_ops?, calibration?,
+    shape_profile, tokenizer {file, settings}, stages {<stage>: config; run?: what verification ran with},
+    fused_ops?, calibration?,
     tools, verification, files {name: sha256}
 """
 
@@ -229,6 +230,12 @@ class Manifest(Mapping[str, Any]):
         """The ONNX variant an engine bundle was built from; None for ONNX bundles."""
         record = self.stage("engine_source")
         return None if record is None else record["variant"]
+
+    @property
+    def run_settings(self) -> Mapping[str, Any] | None:
+        """What the build's verification ran with (backend; ONNX Runtime: intra-op threads and where the count came
+        from); None in bundles made before it was recorded."""
+        return self.stage("run")
 
     @property
     def tools(self) -> Mapping[str, Any]:

@@ -87,7 +87,9 @@ def _bundle_head(bundle: Path, params: dict[str, str], batch_size: int):
 
     backend = params.get("backend") or None
     options = {}
-    if params.get("threads"):  # ONNX Runtime's intra-op threads; one instance per process shares the cores
+    # ONNX Runtime's intra-op threads; none given: the backend's default, one per physical core this process may
+    # use (distilrt.host). Instances are processes that share those cores: with several, give threads.
+    if params.get("threads"):
         options["intra_op_num_threads"] = int(params["threads"])
     head = distilrt.load(bundle, backend=backend, batch_size=batch_size, **options)
     return head, distilrt.read_bundle(bundle, check_hashes=False).task

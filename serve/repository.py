@@ -40,7 +40,7 @@ class ServingConfig(StageConfig):
     max_queue_delay_us: int = 0  # Triton's default: batch what is queued, never wait for more
     instances: int = 1  # model instances (processes of the Python backend)
     backend: str | None = None  # distilrt backend for the python form (default: the manifest's)
-    threads: int | None = None  # ONNX Runtime intra-op threads per instance (default: all cores)
+    threads: int | None = None  # ONNX Runtime intra-op threads per instance (default: one per physical core)
     # A context's windows each run the model: 64 KiB of text is ~40 windows of 384 tokens, seconds on a CPU.
     max_text_bytes: int = 65536
 

@@ -80,6 +80,7 @@ def test_a_bundle_that_cannot_run_here_and_too_long_sequences_are_skipped_with_r
     config = BenchConfig(batches=(1,), sequences=(16, 32), warmup=0, repeats=1, threads=1, modes=("model",),
                          references=())
     bench = bench_bundles([gpu_only, short], config, progress=messages.append)
+    assert (bench["settings"]["threads"], bench["settings"]["threads_source"]) == (1, "given")
 
     rows = {(r["bundle"], r["sequence"]): r for r in bench["results"]}
     assert len(rows) == 4

@@ -12,6 +12,7 @@ from distilrt.errors import CheckpointError, UnsupportedError, VerificationError
 from distilrt.export.assets import SEED_CHECKPOINTS
 from distilrt.export.build import BuildOptions, build_fp32
 from distilrt.export.checkpoint import resolve_checkpoint
+from distilrt.host import default_threads
 
 EXPECTED_INPUTS = {
     "distilbert": ["input_ids", "attention_mask"],
@@ -47,6 +48,9 @@ def test_bundle_layout_and_manifest(tiny_bundles, name):
     assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "report.json"}
     assert manifest["stages"]["export"]["opset"] >= 17
     assert manifest["stages"]["export"]["attn_implementation"] in ("sdpa", "eager")
+    threads = default_threads()  # the verification ran with the backend's default: one thread per physical core
+    assert manifest["stages"]["run"] == {"backend": "onnxruntime", "intra_op_num_threads": threads.count,
+                                         "threads_source": threads.source}
     assert manifest["tools"]["torch"] and manifest["tools"]["onnxruntime"]
     assert manifest["shape_profile"]["max_sequence"] == 512
 

@@ -21,7 +21,8 @@ def test_artifact_job_publishes_lint_clean_bundles_and_says_why_engines_were_ski
         [sys.executable, str(ROOT / "ci" / "build_artifacts.py"), "--stand-ins", "tiny", "--checkpoint",
          "albert-base-v2", "--variants", "fp32,fused,fp16,int8-dynamic,int8-qdq-trt", "--out", str(tmp_path),
          "--eval-questions", "20", "--eval-masks", "100", "--calib-size", "16",
-         "--bench-batch", "1", "--bench-sequence", "32", "--bench-repeats", "2", "--bench-warmup", "0"],
+         "--bench-batch", "1", "--bench-sequence", "32", "--bench-repeats", "2", "--bench-warmup", "0",
+         "--allow-drift"],  # the job's outputs, in whatever environment runs the tests
         capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     entry = json.loads((tmp_path / "index.json").read_text())["checkpoints"]["albert-base-v2"]
@@ -44,12 +45,16 @@ def test_artifact_job_publishes_lint_clean_bundles_and_says_why_engines_were_ski
     assert {a["variant"] for a in report["accuracy"]} == set(entry["bundles"])
     assert (tmp_path / "report" / "report.md").is_file() and (tmp_path / "report" / "latency-albert-base-v2.png").is_file()
     index = json.loads((tmp_path / "index.json").read_text())
+    assert index["constraints"]["file"].endswith("constraints-artifacts.txt") and index["constraints"]["allowed_drift"]
     assert index["bench"]["report"] == str(tmp_path / "report" / "report.md") and index["bench"]["passed_baseline"] is None
 
 
 def test_artifact_job_refuses_bad_benchmark_settings_and_a_missing_baseline_before_building(tmp_path):
+    drifted = tmp_path / "constraints.txt"
+    drifted.write_text("onnxruntime==1.0.0\n")  # no environment has it: the job must stop before building
     for extra, message in ((["--bench-sequence", "4"], "sequences must be"),
-                           (["--baseline", str(tmp_path / "old.json")], "does not exist")):
+                           (["--baseline", str(tmp_path / "old.json")], "does not exist"),
+                           (["--constraints", str(drifted)], "onnxruntime installed")):
         done = subprocess.run([sys.executable, str(ROOT / "ci" / "build_artifacts.py"), "--stand-ins", "tiny",
                                "--out", str(tmp_path / "out"), *extra],
                               capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -14,6 +14,7 @@ import distilrt
 from distilrt.export.assets import SEED_CHECKPOINTS
 from distilrt.export.config import GATES, Gate
 from distilrt.export.variants import VARIANTS, build_variants
+from distilrt.host import default_threads
 
 DERIVED = VARIANTS[1:]
 # Variants of the tiny RANDOM-weight stand-ins that miss their gate, with what was measured. The gate is right to
@@ -74,6 +75,9 @@ def test_variant_manifests_record_their_stages(tiny_variant_builds, name):
         else:
             assert manifest.calibration is None
         assert manifest.verification["figures"]["evaluation_set"]["split"] == "evaluation"
+        # its own verification run's settings, not fp32's inherited ones
+        assert manifest.run_settings == {"backend": "onnxruntime", "intra_op_num_threads": default_threads().count,
+                                         "threads_source": default_threads().source}
 
 
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))

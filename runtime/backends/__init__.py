@@ -92,6 +92,13 @@ def _check_engine_runs_here(bundle, name: str, options) -> None:
             "`distilrt engine`, or load with fallback='onnx' to run the bundle's ONNX", machine=machine)
 
 
+def run_settings(model: Backend) -> dict:
+    """What a backend model runs with (ONNX Runtime: its intra-op threads and where the count came from), for
+    the manifest's ``stages.run`` and benchmark records; a backend without CPU settings gives its name only."""
+    settings = getattr(model, "run_settings", None)
+    return dict(settings) if settings else {"backend": model.name}
+
+
 def open_onnx_fallback(bundle) -> Backend:
     """The bundle's ONNX on onnxruntime-gpu's CUDA provider where it is available, else on the CPU."""
     try:

@@ -2,6 +2,10 @@
 
 onnxruntime and onnxruntime-gpu install the same ``onnxruntime`` module and cannot share an environment; the
 GPU backend checks that the module it finds has the CUDA provider and that the session really uses it.
+
+Threads: ``intra_op_num_threads`` not given means one per physical core this process may use
+(``distilrt.host.default_threads``), set explicitly, so that the count is known and recorded (``run_settings``);
+ONNX Runtime's own default (0) sizes the pool by its own rules and reports 0.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import numpy as np
 
 from distilrt.backends import Closable
 from distilrt.errors import BackendError, CapabilityError, UserInputError
+from distilrt.host import Threads, resolve_threads
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 class OnnxRuntimeModel(Closable):
-    def __init__(self, session, name: str = "onnxruntime"):
+    def __init__(self, session, name: str = "onnxruntime", threads: Threads | None = None):
         self.name = name
         self._session = session
+        self.threads = threads  # the intra-op thread count the session was opened with, and where it came from
         self.input_names = tuple(i.name for i in session.get_inputs())
         self.output_names = tuple(o.name for o in session.get_outputs())
 
@@ -40,6 +46,13 @@ class OnnxRuntimeModel(Closable):
             raise BackendError(f"onnxruntime failed to run the model on inputs of shapes {shapes}: {e}") from e
         return dict(zip(self.output_names, outputs))
 
+    @property
+    def run_settings(self) -> dict:
+        """What this model runs with, for manifests and benchmark records."""
+        return {"backend": self.name, **({} if self.threads is None else
+                                        {"intra_op_num_threads": self.threads.count,
+                                         "threads_source": self.threads.source})}
+
     def close(self) -> None:
         """Release the session (ONNX Runtime frees its memory when the last reference goes)."""
         self._session = None
@@ -51,8 +64,10 @@ def open_model(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     intra_op_num_threads: int | None = None,
 ) -> OnnxRuntimeModel:
+    """The model on ONNX Runtime; ``intra_op_num_threads`` None: one per physical core (module docstring)."""
     ort = _import_onnxruntime("pip install onnxruntime (or distilrt[ort])")
-    return OnnxRuntimeModel(_session(ort, path, list(providers), intra_op_num_threads))
+    threads = resolve_threads(intra_op_num_threads, name="intra_op_num_threads")
+    return OnnxRuntimeModel(_session(ort, path, list(providers), threads), threads=threads)
 
 
 def open_gpu_model(path: Path, *, device_id: int = 0, intra_op_num_threads: int | None = None) -> OnnxRuntimeModel:
@@ -63,13 +78,13 @@ def open_gpu_model(path: Path, *, device_id: int = 0, intra_op_num_threads: int 
             f"the onnxruntime-gpu backend needs ONNX Runtime's {CUDA_PROVIDER}, and the installed onnxruntime "
             f"{ort.__version__} offers {ort.get_available_providers()}: pip uninstall onnxruntime, then pip install "
             "onnxruntime-gpu")
-    session = _session(ort, path, [(CUDA_PROVIDER, {"device_id": device_id}), "CPUExecutionProvider"],
-                       intra_op_num_threads)
+    threads = resolve_threads(intra_op_num_threads, name="intra_op_num_threads")  # for the ops left on the CPU
+    session = _session(ort, path, [(CUDA_PROVIDER, {"device_id": device_id}), "CPUExecutionProvider"], threads)
     if session.get_providers()[0] != CUDA_PROVIDER:
         # ONNX Runtime falls back to the CPU with only a logged warning when CUDA or cuDNN fails to load.
         raise CapabilityError(f"onnxruntime could not start its {CUDA_PROVIDER} on device {device_id} (no GPU, or "
                               "CUDA/cuDNN libraries missing); the session would run on the CPU")
-    return OnnxRuntimeModel(session, name="onnxruntime-gpu")
+    return OnnxRuntimeModel(session, name="onnxruntime-gpu", threads=threads)
 
 
 
@@ -81,10 +96,9 @@ def _import_onnxruntime(install_hint: str):
     return ort
 
 
-def _session(ort, path: Path, providers: list, intra_op_num_threads: int | None):
+def _session(ort, path: Path, providers: list, threads: Threads):
     options = ort.SessionOptions()
-    if intra_op_num_threads is not None:
-        options.intra_op_num_threads = intra_op_num_threads
+    options.intra_op_num_threads = threads.count
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own untyped exceptions
