@@ -26,8 +26,17 @@ def quantize(model_class, checkpoint: str, scratch: Path, *, optimize: bool) -> 
             optimization_config=AutoOptimizationConfig.O2(), save_dir=scratch / "o2")
         file_name = "model_optimized.onnx"
     config = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
-    directory = ORTQuantizer.from_pretrained(source, file_name=file_name).quantize(
-        quantization_config=config, save_dir=scratch / "int8")
+    try:
+        directory = ORTQuantizer.from_pretrained(source, file_name=file_name).quantize(
+            quantization_config=config, save_dir=scratch / "int8")
+    except RuntimeError as e:
+        if optimize and "Unable to find data type" in str(e):
+            # O2's fused com.microsoft ops defeat ONNX shape inference, and ORTQuantizer.quantize gives the ONNX
+            # Runtime quantizer no DefaultTensorType to fall back on (optimum PR 1959, never merged).
+            raise RuntimeError("Optimum's ORTQuantizer cannot quantize its own O2-optimized model with this ONNX "
+                               "Runtime (shape inference gives no type for the fused operators' tensors and "
+                               f"ORTQuantizer passes no DefaultTensorType): {e}") from e
+        raise
     made = {"file": f"{Path(file_name).stem}_quantized.onnx", "optimization": "O2" if optimize else None,
             "quantization": "dynamic int8, AutoQuantizationConfig.avx2(is_static=False, per_channel=True)",
             "prepare_seconds": time.perf_counter() - started}

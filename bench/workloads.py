@@ -57,10 +57,10 @@ def parse_workload(text) -> Workload:
              f"{MIN_ITEMS} (default {DEFAULT_ITEMS}), e.g. --workload squad-dev:1000")
     if not isinstance(text, str):
         raise UserInputError(f"--workload {text!r} is not a workload; {usage}")
-    name, _, count = text.strip().partition(":")
+    name, colon, count = text.strip().partition(":")
     if name not in WORKLOADS:
         raise UserInputError(f"--workload {text!r}: unknown workload {name!r}; {usage}")
-    if not count:
+    if not colon:
         return Workload(name, DEFAULT_ITEMS)
     if not count.isdigit() or int(count) < MIN_ITEMS:
         raise UserInputError(f"--workload {text!r}: {count!r} is not a count of at least {MIN_ITEMS}; {usage}")
