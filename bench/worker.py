@@ -3,8 +3,9 @@
     python -m distilrt.bench.worker SPEC.json OUT.json
 
 A runner is one bundle on the distilrt runtime, the transformers pipeline on PyTorch, or Optimum's ONNX Runtime
-model classes. It times every cell of the spec (mode, batch, sequence) after warm-up and writes the figures,
-or why it could not run, to OUT.json. Progress goes to stderr, one line per cell, for the parent to forward.
+model classes. It times every cell of the spec (mode, batch, sequence) after warm-up, runs the spec's workloads
+(every item through the runner's list call, keeping each answer), and writes the figures and answers, or why it
+could not run, to OUT.json. Progress goes to stderr, a line per cell or chunk, for the parent to forward.
 torch and transformers are imported only by the reference runners: a distilrt runner's memory is the lean
 runtime's.
 """
