@@ -229,16 +229,20 @@ def render_bench_markdown(bench: dict) -> str:
 def _run_lines(run: dict) -> list[str]:
     machine, settings, tools = run.get("machine") or {}, run.get("settings") or {}, run.get("tools") or {}
     load = machine.get("load_average")
-    return [
+    lines = [
         f"- `{run['source']}` ({run.get('created')}): {machine.get('cpu')}, {machine.get('cores')} cores, "
         f"{_num(machine.get('memory_gb'), 1)} GB, {machine.get('platform')}"
         + (f"; load average {load[0]:.2f} at the start" if load else ""),
-        f"  - {settings.get('threads')} threads (ONNX Runtime intra-op, torch); warm-up {settings.get('warmup')}, "
-        f"up to {settings.get('repeats')} timed runs per cell (at least {settings.get('min_timed_runs')}, "
-        f"{settings.get('max_seconds_per_cell')} s per cell)",
-        "  - " + ", ".join(f"{k} {v}" for k, v in tools.items() if v),
-        f"  - memory: {run.get('memory_note')}", "",
+        f"  - {settings.get('threads')} threads (ONNX Runtime intra-op, torch)",
     ]
+    if settings.get("grid", True):  # bench files from before workloads always ran the grid
+        lines[-1] += (f"; warm-up {settings.get('warmup')}, up to {settings.get('repeats')} timed runs per cell "
+                      f"(at least {settings.get('min_timed_runs')}, {settings.get('max_seconds_per_cell')} s per cell)")
+    if settings.get("workloads"):
+        lines.append(f"  - workloads {', '.join(settings['workloads'])}, list calls of batch "
+                     f"{settings.get('workload_batch')} after one untimed batch")
+    return lines + ["  - " + ", ".join(f"{k} {v}" for k, v in tools.items() if v),
+                    f"  - memory: {run.get('memory_note')}", ""]
 
 
 def _comparison_lines(comparison: dict) -> list[str]:

@@ -44,7 +44,8 @@ MIN_SEQUENCE = 16  # room for a question, a context and the special tokens
 MIN_TIMED_RUNS = 5  # a cell stopped early by max_seconds_per_cell still gets this many timed runs
 MEMORY_NOTE = ("peak_rss_mb is the peak resident memory (VmHWM on Linux) of the process that ran the runner: "
                "the Python interpreter, its imports (torch and transformers for the references), loading the model "
-               "and tokenizer, and every cell it ran; so it is the same figure on each of the runner's rows")
+               "and tokenizer, and every cell or workload it ran (Optimum's int8 runners: making that model too); "
+               "so it is the same figure on each of the runner's rows")
 
 
 @dataclass(frozen=True)

@@ -177,7 +177,8 @@ def test_a_workload_only_run_of_a_bundle_reports_speed_with_accuracy(tiny_bundle
     markdown = render_markdown(report)
     assert "### Workloads" in markdown and "| distilrt | fp32 | squad-dev | 12 | 4 |" in markdown
     assert "- not measured: optimum-o2-int8 on squad-dev:12: not installed" in markdown
-    assert "### Latency" not in markdown  # no grid ran
+    assert "### Latency" not in markdown and "timed runs per cell" not in markdown  # no grid ran
+    assert "workloads squad-dev:12, list calls of batch 4" in markdown
     written = write_report(report, tmp_path / "report")
     assert any(p.name.startswith("workloads-") and p.suffix == ".png" for p in written)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["workloads"][-1]["runner"] == "distilrt"
