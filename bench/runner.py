@@ -106,6 +106,8 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
     for bundle in opened:
         groups.setdefault(bundle.manifest.source.id, []).append(bundle)
     check_workloads_apply(config, {bundle.task for bundle in opened})
+    # Before anything runs: the report prints this load average as the one "at the start".
+    started, machine = datetime.now(timezone.utc).isoformat(timespec="seconds"), host_record()
     results, workloads = [], []
     with tempfile.TemporaryDirectory(prefix="distilrt-bench-") as scratch:
         for index, group in enumerate(groups.values()):
@@ -116,8 +118,8 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
     add_workload_ratios(workloads)
     return {
         "schema": BENCH_SCHEMA,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": host_record(),
+        "created": started,
+        "machine": machine,
         "settings": {**config.to_dict(), "threads": config.resolved_threads, "min_timed_runs": min(MIN_TIMED_RUNS, config.repeats),
                      "thread_env": thread_env(config.resolved_threads),
                      "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},

@@ -224,7 +224,11 @@ def test_workloads_beside_the_grid_agree_with_the_pipeline_answer_for_answer(tin
             row = rows[reference]
             if not optimum_installed():
                 assert "not installed" in row["skipped_reason"]
-            elif row["items_per_s"]:
+            elif reference == "optimum-o2-int8" and not row["items_per_s"]:
+                # optimum-onnx 0.1 with onnxruntime 1.32 cannot quantize its O2 model (docs/design.md): say so
+                assert "ORTQuantizer cannot quantize its own O2-optimized model" in row["skipped_reason"]
+            else:
                 assert row["accuracy"]["vs_pipeline"]["count"] == 24 and row["peak_rss_mb"] > 0
-            else:  # Optimum could not make this configuration here: the row says why
-                assert row["skipped_reason"]
+        if optimum_installed():
+            assert rows["optimum-int8"]["info"]["file"] == "model_quantized.onnx"
+            assert distilrt["optimum_int8_reference"] in ("optimum-int8", "optimum-o2-int8")
