@@ -1,4 +1,5 @@
-"""The report's PNG plots: p50 latency against sequence length per checkpoint, and accuracy against speed-up.
+"""The report's PNG plots: p50 latency against sequence length per checkpoint, items/s per runner over each
+workload, and accuracy against speed-up.
 
 Drawn with matplotlib's Figure API (the Agg canvas), which needs no display and sets no global backend.
 """
@@ -19,6 +20,10 @@ def latency_plot_name(checkpoint: str) -> str:
     return f"latency-{re.sub(r'[^A-Za-z0-9._-]+', '-', checkpoint)}.png"
 
 
+def workload_plot_name(checkpoint: str) -> str:
+    return f"workloads-{re.sub(r'[^A-Za-z0-9._-]+', '-', checkpoint)}.png"
+
+
 def render_plots(report: dict, out_dir: Path) -> list[Path]:
     """One PNG per checkpoint with latency figures, and one of accuracy vs speed-up when there is a speed-up."""
     figure_class = _figure_class()
@@ -27,6 +32,10 @@ def render_plots(report: dict, out_dir: Path) -> list[Path]:
         rows = [r for r in report["latency"] if r["checkpoint"] == checkpoint and r["latency_ms"]]
         if rows:
             paths.append(_latency_plot(figure_class, checkpoint, rows, Path(out_dir) / latency_plot_name(checkpoint)))
+    for checkpoint in dict.fromkeys(r["checkpoint"] for r in report.get("workloads", ())):
+        rows = [r for r in report["workloads"] if r["checkpoint"] == checkpoint and r["items_per_s"]]
+        if rows:
+            paths.append(_workload_plot(figure_class, checkpoint, rows, Path(out_dir) / workload_plot_name(checkpoint)))
     points = accuracy_points(report)
     if points:
         paths.append(_accuracy_plot(figure_class, points, Path(out_dir) / ACCURACY_PLOT))
@@ -123,3 +132,34 @@ def _accuracy_plot(figure_class, points: list[dict], path: Path) -> Path:
     figure.suptitle("accuracy vs speed-up")
     figure.savefig(path, dpi=100)
     return path
+
+
+def _workload_plot(figure_class, checkpoint: str, rows: list[dict], path: Path) -> Path:
+    """One bar chart per workload: items/s of each runner, labelled with its agreement with the pipeline."""
+    workloads = list(dict.fromkeys((r["workload"], r["items"], r["batch"]) for r in rows))
+    height = max(2.5, 0.45 * max(sum(1 for r in rows if (r["workload"], r["items"], r["batch"]) == w) for w in workloads))
+    figure = figure_class(figsize=(7, height * len(workloads)), layout="constrained")
+    axes = figure.subplots(len(workloads), 1, squeeze=False)[:, 0]
+    for ax, (name, items, batch) in zip(axes, workloads):
+        group = [r for r in rows if (r["workload"], r["items"], r["batch"]) == (name, items, batch)]
+        labels = [f"distilrt {r['variant']}" if r["runner"] == "distilrt" else r["runner"] for r in group]
+        speeds = [r["items_per_s"] for r in group]
+        colours = ["black" if r["runner"] == "pytorch" else "C0" if r["runner"] == "distilrt" else "C1" for r in group]
+        bars = ax.barh(labels, speeds, color=colours)
+        ax.bar_label(bars, labels=[_agreement_label(r) for r in group], padding=3, fontsize=8)
+        ax.invert_yaxis()  # the first runner on top, as in the table
+        ax.set_xlim(0, max(speeds) * 1.35)  # room for the labels
+        ax.set_xlabel(f"{group[0]['unit']} per second")
+        ax.set_title(f"{name}, {items} items, batch {batch} (label: agreement with the pipeline)", fontsize=10)
+        ax.grid(True, axis="x", alpha=0.3)
+    figure.suptitle(f"{checkpoint}: workloads")
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def _agreement_label(row: dict) -> str:
+    figures = (row.get("accuracy") or {}).get("vs_pipeline")
+    if not figures:
+        return f"{row['items_per_s']:.1f}/s"
+    value = figures.get("f1", figures.get("top1_agreement"))
+    return f"{row['items_per_s']:.1f}/s, {'F1' if 'f1' in figures else 'top-1'} {value:.1f}"

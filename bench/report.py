@@ -12,7 +12,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from distilrt.bench.plots import ACCURACY_PLOT, latency_plot_name, render_plots
+from distilrt.bench.plots import ACCURACY_PLOT, latency_plot_name, render_plots, workload_plot_name
 from distilrt.bench.regression import DEFAULT_LATENCY_THRESHOLD, compare_reports
 from distilrt.bench.runner import BENCH_SCHEMA
 from distilrt.errors import UserInputError
@@ -46,6 +46,7 @@ def build_report(benches: list[dict], evals: list[dict] = (), sources: list[str]
     sources = list(sources or [f"bench {i}" for i in range(len(benches))])
     variants: dict[tuple, dict] = {}
     latency: dict[tuple, dict] = {}
+    workloads: dict[tuple, dict] = {}
     for run, (bench, source) in enumerate(zip(benches, sources)):
         if bench.get("schema") != BENCH_SCHEMA:
             raise UserInputError(f"{source} is not a `distilrt bench` file (schema {bench.get('schema')!r}, "
@@ -55,6 +56,9 @@ def build_report(benches: list[dict], evals: list[dict] = (), sources: list[str]
         for row in bench["results"]:
             key = (row["checkpoint"], row["runner"], row["variant"], row["mode"], row["batch"], row["sequence"])
             latency[key] = {**row, "run": run}
+        for row in bench.get("workloads", ()):  # bench files from before workloads have none
+            key = (row["checkpoint"], row["runner"], row["variant"], row["workload"], row["items"], row["batch"])
+            workloads[key] = {**row, "run": run}
     evals_by_bundle = {_resolved(e["bundle"]): e for e in evals}
     accuracy = [accuracy_record(v, evals_by_bundle.get(_resolved(v["bundle"]))) for v in variants.values()]
     _fill_fp32_gold(accuracy)
@@ -70,6 +74,7 @@ def build_report(benches: list[dict], evals: list[dict] = (), sources: list[str]
         "accuracy": accuracy,
         "latency": rows,
         "speedups": speedups(rows),
+        "workloads": list(workloads.values()),
         "comparison": None,
     }
 
@@ -201,6 +206,11 @@ def render_markdown(report: dict) -> str:
         lines += _checkpoint_lines(report, checkpoint)
         if latency_plot_name(checkpoint) in plots:
             lines += [f"![p50 latency vs sequence length]({latency_plot_name(checkpoint)})", ""]
+        workload_rows = [r for r in report.get("workloads", ()) if r["checkpoint"] == checkpoint]
+        if workload_rows:
+            lines += ["### Workloads", "", *workload_table(workload_rows)]
+        if workload_plot_name(checkpoint) in plots:
+            lines += [f"![items/s per runner]({workload_plot_name(checkpoint)})", ""]
     if ACCURACY_PLOT in plots:
         lines += ["## Accuracy vs speed-up", "", f"![accuracy vs speed-up over PyTorch]({ACCURACY_PLOT})", ""]
     return "\n".join(lines)
@@ -208,25 +218,32 @@ def render_markdown(report: dict) -> str:
 
 def render_bench_markdown(bench: dict) -> str:
     """`distilrt bench`'s table: every row of one bench file."""
-    return "\n".join(_run_lines({"source": "this run", **bench}) + latency_table(bench["results"])
-                     + gemm_floor_lines(bench["results"]))
+    lines = _run_lines({"source": "this run", **bench})
+    if bench["results"]:
+        lines += latency_table(bench["results"]) + gemm_floor_lines(bench["results"])
+    if bench.get("workloads"):
+        lines += workload_table(bench["workloads"])
+    return "\n".join(lines)
 
 
 def _run_lines(run: dict) -> list[str]:
     machine, settings, tools = run.get("machine") or {}, run.get("settings") or {}, run.get("tools") or {}
     load = machine.get("load_average")
-    return [
+    lines = [
         f"- `{run['source']}` ({run.get('created')}): {machine.get('cpu')}, {machine.get('cores')} cores, "
         f"{_num(machine.get('memory_gb'), 1)} GB, {machine.get('platform')}"
         + (f"; load average {load[0]:.2f} at the start" if load else ""),
         f"  - {settings.get('threads')} threads (ONNX Runtime intra-op, torch"
-        + (f"; {settings['threads_source']}" if settings.get("threads_source") else "")
-        + f"); warm-up {settings.get('warmup')}, "
-        f"up to {settings.get('repeats')} timed runs per cell (at least {settings.get('min_timed_runs')}, "
-        f"{settings.get('max_seconds_per_cell')} s per cell)",
-        "  - " + ", ".join(f"{k} {v}" for k, v in tools.items() if v),
-        f"  - memory: {run.get('memory_note')}", "",
+        + (f"; {settings['threads_source']}" if settings.get("threads_source") else "") + ")",
     ]
+    if settings.get("grid", True):  # bench files from before workloads always ran the grid
+        lines[-1] += (f"; warm-up {settings.get('warmup')}, up to {settings.get('repeats')} timed runs per cell "
+                      f"(at least {settings.get('min_timed_runs')}, {settings.get('max_seconds_per_cell')} s per cell)")
+    if settings.get("workloads"):
+        lines.append(f"  - workloads {', '.join(settings['workloads'])}, list calls of batch "
+                     f"{settings.get('workload_batch')} after one untimed batch")
+    return lines + ["  - " + ", ".join(f"{k} {v}" for k, v in tools.items() if v),
+                    f"  - memory: {run.get('memory_note')}", ""]
 
 
 def _comparison_lines(comparison: dict) -> list[str]:
@@ -267,9 +284,10 @@ def _checkpoint_lines(report: dict, checkpoint: str) -> list[str]:
                      f"{_num(a.get('bound'), 2)} | {_num(a.get('threshold'), 2)} | {_num(a.get('margin'), 2)} | "
                      f"{a.get('items') or '—'} | {_num(a.get('agreement'), 2)} | {_gold_text(a, 'fp32')} | "
                      f"{_gold_text(a, 'variant')} |")
-    lines += ["", *_speedup_lines(report, checkpoint), "### Latency", ""]
-    lines += latency_table([r for r in report["latency"] if r["checkpoint"] == checkpoint])
-    lines += gemm_floor_lines([r for r in report["latency"] if r["checkpoint"] == checkpoint])
+    lines += ["", *_speedup_lines(report, checkpoint)]
+    latency = [r for r in report["latency"] if r["checkpoint"] == checkpoint]
+    if latency:  # a workload-only run has no grid
+        lines += ["### Latency", "", *latency_table(latency), *gemm_floor_lines(latency)]
     return lines
 
 
@@ -333,6 +351,40 @@ def latency_table(rows: list[dict]) -> list[str]:
     for (runner, variant, reason), cells in skipped.items():
         lines.append(f"- not measured: {runner}{'/' + variant if variant else ''} ({len(cells)} cells): {reason}")
     return lines + ([""] if skipped else [])
+
+
+def workload_table(rows: list[dict]) -> list[str]:
+    """Items/s of every runner over each workload, its ratios, and its accuracy on the same items: against the
+    pipeline's answers and against the gold labels. Speed is never shown without accuracy."""
+    lines = ["Workloads: text in, answers out over held-out data, in list calls of the batch size; × Optimum int8 is "
+             "over the faster of Optimum's dynamic int8 runners (with and without O2) in the same run.", "",
+             "| runner | variant | workload | items | batch | items/s | seconds | × pipeline | × Optimum int8 "
+             "| vs pipeline | vs gold | peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    skipped = []
+    for r in rows:
+        if not r["items_per_s"]:
+            skipped.append(f"- not measured: {r['runner']}{'/' + r['variant'] if r['variant'] else ''} on "
+                           f"{r['workload']}:{r['items']}: {r['skipped_reason']}")
+            continue
+        ratios, accuracy = r.get("ratios") or {}, r.get("accuracy") or {}
+        lines.append(f"| {r['runner']} | {r['variant'] or '—'} | {r['workload']} | {r['items']} | {r['batch']} | "
+                     f"{r['items_per_s']:.1f} | {r['seconds']:.1f} | {_times(ratios.get('vs_pipeline'))} | "
+                     f"{_times(ratios.get('vs_optimum_int8'))} | {_accuracy_text(accuracy.get('vs_pipeline'))} | "
+                     f"{_accuracy_text(accuracy.get('vs_gold'))} | {_num(r.get('peak_rss_mb'), 0)} |")
+    references = sorted({r["optimum_int8_reference"] for r in rows if r.get("optimum_int8_reference")})
+    notes = [f"- Optimum int8 reference: {', '.join(references)}"] if references else []
+    return lines + [""] + skipped + notes + ([""] if skipped or notes else [])
+
+
+def _accuracy_text(figures: dict | None) -> str:
+    """QA: SQuAD EM / F1 (%); fill-mask: top-1 agreement with the pipeline, or top-1 / top-5 accuracy."""
+    if not figures:
+        return "—"
+    if "f1" in figures:
+        return f"EM {figures['exact_match']:.1f} / F1 {figures['f1']:.1f}"
+    if "top1_agreement" in figures:
+        return f"top-1 {figures['top1_agreement']:.1f}"
+    return f"top-1 {figures['top1_accuracy']:.1f} / top-5 {figures['top5_accuracy']:.1f}"
 
 
 def _gold_text(accuracy: dict, side: str) -> str:

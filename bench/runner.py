@@ -23,6 +23,9 @@ from pathlib import Path
 from distilrt.bench.gemm_floor import Timing, add_gemm_floors
 from distilrt.bench.inputs import mlm_texts, qa_examples
 from distilrt.bench.worker import PROGRESS_PREFIX
+from distilrt.bench.workload_runs import WorkloadRuns
+from distilrt.bench.workload_scores import OPTIMUM_INT8, add_workload_ratios
+from distilrt.bench.workloads import parse_workload
 from distilrt.bundle import Bundle, read_bundle
 from distilrt.config import StageConfig, is_int
 from distilrt.errors import CapabilityError, DistilrtError, UserInputError, one_line
@@ -36,11 +39,15 @@ from distilrt.tokenization import load_tokenizer
 BENCH_SCHEMA = "distilrt-bench/1"
 MODES = ("model", "end_to_end")
 REFERENCES = ("pytorch", "optimum")
+# Workloads also run Optimum's best CPU configuration (dynamic int8, with and without O2): the peer's best.
+WORKLOAD_REFERENCES = (*REFERENCES, *OPTIMUM_INT8)
+DEFAULT_WORKLOAD_BATCH = 8
 MIN_SEQUENCE = 16  # room for a question, a context and the special tokens
 MIN_TIMED_RUNS = 5  # a cell stopped early by max_seconds_per_cell still gets this many timed runs
 MEMORY_NOTE = ("peak_rss_mb is the peak resident memory (VmHWM on Linux) of the process that ran the runner: "
                "the Python interpreter, its imports (torch and transformers for the references), loading the model "
-               "and tokenizer, and every cell it ran; so it is the same figure on each of the runner's rows")
+               "and tokenizer, and every cell or workload it ran (Optimum's int8 runners: making that model too); "
+               "so it is the same figure on each of the runner's rows")
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,22 @@ class BenchConfig(StageConfig):
     threads: int | None = None  # None: physical cores (distilrt.host); ONNX Runtime intra-op and torch threads
     modes: tuple[str, ...] = MODES
     references: tuple[str, ...] = REFERENCES
-    seed: int = 0  # the model-only token ids and the end-to-end texts
+    seed: int = 0  # the model-only token ids, the end-to-end texts and the workloads' items
+    workloads: tuple[str, ...] = ()  # "squad-dev:1000", "wikitext:500" (bench/workloads.py)
+    workload_batch: int = DEFAULT_WORKLOAD_BATCH
+    workload_references: tuple[str, ...] = WORKLOAD_REFERENCES
+    grid: bool = True  # False: the workloads alone, no (mode, batch, sequence) grid
 
     def __post_init__(self):
+        for workload in self.workloads:
+            parse_workload(workload)
+        if not is_int(self.workload_batch) or self.workload_batch < 1:
+            raise UserInputError(f"--workload-batch must be a positive integer, got {self.workload_batch!r}")
+        if not isinstance(self.grid, bool) or not (self.grid or self.workloads):
+            raise UserInputError("nothing to benchmark: --workload-only needs at least one --workload NAME[:N]")
+        if any(r not in WORKLOAD_REFERENCES for r in self.workload_references):
+            raise UserInputError(f"workload_references must be drawn from {', '.join(WORKLOAD_REFERENCES)}, "
+                                 f"got {self.workload_references!r}")
         for name, values, minimum in (("batches", self.batches, 1), ("sequences", self.sequences, MIN_SEQUENCE)):
             if not values or not all(is_int(v) and v >= minimum for v in values):
                 raise UserInputError(f"{name} must be one or more integers of at least {minimum}, got {values!r}")
@@ -92,19 +112,25 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
     groups: dict[str, list[Bundle]] = {}
     for bundle in opened:
         groups.setdefault(bundle.manifest.source.id, []).append(bundle)
-    results = []
+    check_workloads_apply(config, {bundle.task for bundle in opened})
+    # Before anything runs: the report prints this load average as the one "at the start".
+    started, machine = datetime.now(timezone.utc).isoformat(timespec="seconds"), host_record()
+    results, workloads = [], []
     with tempfile.TemporaryDirectory(prefix="distilrt-bench-") as scratch:
         for index, group in enumerate(groups.values()):
-            results += _CheckpointBench(group, config, Path(scratch) / str(index), progress).run()
+            bench = _CheckpointBench(group, config, Path(scratch) / str(index), progress)
+            results += bench.run() if config.grid else []
+            workloads += WorkloadRuns(bench).run()
     add_ratios(results)
     # int8 bundles' model-only cells next to the least time their int8 products alone take (bench/gemm_floor.py)
     add_gemm_floors(results, opened, Timing(config.resolved_threads, config.warmup, config.repeats,
                                             config.max_seconds_per_cell, min(MIN_TIMED_RUNS, config.repeats)),
                     config.seed, progress)
+    add_workload_ratios(workloads)
     return {
         "schema": BENCH_SCHEMA,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": host_record(),
+        "created": started,
+        "machine": machine,
         "settings": {**config.to_dict(), "threads": config.resolved_threads, "min_timed_runs": min(MIN_TIMED_RUNS, config.repeats),
                      "threads_source": config.threads_source, "thread_env": thread_env(config.resolved_threads),
                      "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM")},
@@ -112,7 +138,18 @@ def bench_bundles(bundles, config: BenchConfig = BenchConfig(), progress: Progre
         "memory_note": MEMORY_NOTE,
         "bundles": [bundle_record(bundle) for bundle in opened],
         "results": results,
+        "workloads": workloads,
     }
+
+
+def check_workloads_apply(config: BenchConfig, tasks: set[str]) -> None:
+    """A workload of a task no bundle has would measure nothing: say so before anything runs."""
+    for text in config.workloads:
+        workload = parse_workload(text)
+        if workload.task not in tasks:
+            raise UserInputError(f"--workload {text} is a {workload.task} workload, and none of the bundles is "
+                                 f"{workload.task} (they are {', '.join(sorted(tasks))}); pass such a bundle "
+                                 "or leave the workload out")
 
 
 def bundle_paths(paths) -> list[Path]:
@@ -157,7 +194,7 @@ class _CheckpointBench:
     def __init__(self, bundles: list[Bundle], config: BenchConfig, scratch: Path, progress: Progress):
         self.bundles, self.config, self.scratch, self.progress = bundles, config, scratch, progress
         first = bundles[0]
-        self.manifest = first.manifest
+        self.manifest, self.task = first.manifest, first.task
         self.name = checkpoint_name(first.manifest)
         self.tokenizer = load_tokenizer(first.tokenizer_path)
         self.settings = first.tokenizer_settings
@@ -178,21 +215,31 @@ class _CheckpointBench:
         return rows
 
     def _reference(self, reference: str) -> list[dict]:
-        identity = {"runner": reference, "variant": None, "bundle": None,
-                    "backend": "torch" if reference == "pytorch" else "onnxruntime (optimum)"}
-        if reference == "optimum" and not optimum_installed():
-            return self._skipped(identity, "not installed (pip install optimum-onnx[onnxruntime], "
-                                           "or distilrt[optimum])")
-        checkpoint = self._reference_checkpoint()
+        identity, checkpoint = self.reference(reference)
         if not isinstance(checkpoint, Path):
             return self._skipped(identity, checkpoint)
-        identity["checkpoint_dir"] = str(checkpoint)
-        identity["checkpoint_matches_bundle"] = sha256_file(checkpoint / "config.json") == \
-            self.manifest.source.config_sha256
         return self._runner(identity, {"checkpoint": str(checkpoint)}, self.settings.model_max_length,
                             "the model's position embeddings")
 
-    def _reference_checkpoint(self) -> Path | str:
+    def reference(self, reference: str) -> tuple[dict, Path | str]:
+        """A reference runner's identity, and the checkpoint it loads or why it cannot run."""
+        identity = {"runner": reference, "variant": None, "bundle": None,
+                    "backend": "torch" if reference == "pytorch" else "onnxruntime (optimum)"}
+        if reference != "pytorch" and not optimum_installed():
+            return identity, "not installed (pip install optimum-onnx[onnxruntime], or distilrt[optimum])"
+        checkpoint = self.reference_checkpoint()
+        if isinstance(checkpoint, Path):
+            identity["checkpoint_dir"] = str(checkpoint)
+            identity["checkpoint_matches_bundle"] = sha256_file(checkpoint / "config.json") == \
+                self.manifest.source.config_sha256
+        return identity, checkpoint
+
+    def run_worker(self, spec: dict) -> dict:
+        """The worker's outcome for ``spec``, its files numbered in this checkpoint's scratch directory."""
+        self._workers += 1
+        return run_worker(spec, self.scratch / f"{self._workers}-spec.json", self.progress)
+
+    def reference_checkpoint(self) -> Path | str:
         """The checkpoint directory the references load, or why there is none; made once per checkpoint."""
         if self._checkpoint is None:
             try:
@@ -213,9 +260,8 @@ class _CheckpointBench:
                                  "inputs": self._end_to_end_inputs(batch, sequence) if mode == "end_to_end" else None})
         if not runnable:
             return rows
-        spec = {**self._spec(), **spec_extra, "runner": identity["runner"], "label": label, "cells": runnable}
-        self._workers += 1
-        outcome = run_worker(spec, self.scratch / f"{self._workers}-spec.json", self.progress)
+        spec = {**self.spec(), **spec_extra, "runner": identity["runner"], "label": label, "cells": runnable}
+        outcome = self.run_worker(spec)
         if outcome.get("skipped_reason") or not outcome["cells"]:
             reason = outcome.get("skipped_reason") or "the runner measured nothing"
             self.progress(f"{label}: skipped: {reason}")
@@ -230,7 +276,7 @@ class _CheckpointBench:
                                   **figures))
         return rows
 
-    def _spec(self) -> dict:
+    def spec(self) -> dict:
         first = self.bundles[0]
         return {"task": first.task, "input_names": list(first.input_names),
                 "vocab_size": self.manifest.vocab_size, "threads": self.config.resolved_threads,

@@ -3,8 +3,9 @@
     python -m distilrt.bench.worker SPEC.json OUT.json
 
 A runner is one bundle on the distilrt runtime, the transformers pipeline on PyTorch, or Optimum's ONNX Runtime
-model classes. It times every cell of the spec (mode, batch, sequence) after warm-up and writes the figures,
-or why it could not run, to OUT.json. Progress goes to stderr, one line per cell, for the parent to forward.
+model classes. It times every cell of the spec (mode, batch, sequence) after warm-up, runs the spec's workloads
+(every item through the runner's list call, keeping each answer), and writes the figures and answers, or why it
+could not run, to OUT.json. Progress goes to stderr, a line per cell or chunk, for the parent to forward.
 torch and transformers are imported only by the reference runners: a distilrt runner's memory is the lean
 runtime's.
 """
@@ -49,14 +50,18 @@ class DistilrtRunner:
     def model_call(self, feed):
         return lambda: self._model.run(feed)
 
-    def end_to_end_call(self, task: str, batch: int, sequence: int, inputs):
+    def answerer(self, task: str, batch: int, max_seq_len: int):
+        """A function of a list of inputs that returns the head's answers, as a user calls it."""
         import distilrt
 
         head = distilrt.head_for(self._bundle, self._model, batch_size=batch)
         if task == "question-answering":
-            questions, contexts = [i["question"] for i in inputs], [i["context"] for i in inputs]
-            return lambda: head(question=questions, context=contexts, max_seq_len=sequence)
-        return lambda: head(inputs)
+            return lambda inputs: head(question=[i["question"] for i in inputs],
+                                       context=[i["context"] for i in inputs], max_seq_len=max_seq_len)
+        return head
+
+    def end_to_end_call(self, task: str, batch: int, sequence: int, inputs):
+        return _call_with(self.answerer(task, batch, sequence), inputs)
 
 
 class PipelineRunner:
@@ -104,13 +109,17 @@ class PipelineRunner:
                 return self.model(**tensors)
         return forward
 
-    def end_to_end_call(self, task: str, batch: int, sequence: int, inputs):
+    def answerer(self, task: str, batch: int, max_seq_len: int):
+        """A function of a list of inputs that returns the pipeline's answers, as a user calls it."""
         answer = self.pipe if self.pipe is not None else self._head(batch)
         options = {"batch_size": batch} if self.pipe is not None else {}  # a head's batch size is set when made
         if task == "question-answering":
-            questions, contexts = [i["question"] for i in inputs], [i["context"] for i in inputs]
-            return lambda: answer(question=questions, context=contexts, max_seq_len=sequence, **options)
-        return lambda: answer(inputs, **options)
+            return lambda inputs: answer(question=[i["question"] for i in inputs],
+                                         context=[i["context"] for i in inputs], max_seq_len=max_seq_len, **options)
+        return lambda inputs: answer(inputs, **options)
+
+    def end_to_end_call(self, task: str, batch: int, sequence: int, inputs):
+        return _call_with(self.answerer(task, batch, sequence), inputs)
 
     def _head(self, batch: int):
         from distilrt.export.checkpoint import tokenizer_settings
@@ -136,18 +145,44 @@ class OptimumRunner(PipelineRunner):
         options.intra_op_num_threads = spec["threads"]
         model_class = {"question-answering": optimum_ort.ORTModelForQuestionAnswering,
                        "fill-mask": optimum_ort.ORTModelForMaskedLM}[spec["task"]]
-        model = model_class.from_pretrained(spec["checkpoint"], export=True, session_options=options)
+        model, made = self._model(model_class, spec, options)
         tokenizer = transformers.AutoTokenizer.from_pretrained(spec["checkpoint"])
         self.pipe = transformers.pipeline(spec["task"], model=model, tokenizer=tokenizer, device="cpu")
         self.model = self.pipe.model
         self.backend = "onnxruntime (optimum)"
-        self.info = {"backend": self.backend, "intra_op_num_threads": spec["threads"]}
+        self.info = {"backend": self.backend, "intra_op_num_threads": spec["threads"], **made}
+
+    def _model(self, model_class, spec: dict, options):
+        """The ORTModel the pipeline runs, and what was done to make it."""
+        return model_class.from_pretrained(spec["checkpoint"], export=True, session_options=options), {}
 
     def model_call(self, feed):
         return lambda: self.model(**feed)
 
 
-RUNNERS = {"distilrt": DistilrtRunner, "pytorch": PipelineRunner, "optimum": OptimumRunner}
+class OptimumInt8Runner(OptimumRunner):
+    """Optimum's best CPU configuration: its export, dynamic int8 (``AutoQuantizationConfig.avx2``, per channel),
+    made in the worker's scratch directory; ``OptimumO2Int8Runner`` runs ORTOptimizer's O2 first."""
+
+    optimize = False
+
+    def _model(self, model_class, spec: dict, options):
+        from distilrt.bench.optimum_int8 import quantize
+
+        directory, made = quantize(model_class, spec["checkpoint"], Path(spec["scratch"]), optimize=self.optimize)
+        return model_class.from_pretrained(directory, file_name=made["file"], session_options=options), made
+
+
+class OptimumO2Int8Runner(OptimumInt8Runner):
+    optimize = True
+
+
+RUNNERS = {"distilrt": DistilrtRunner, "pytorch": PipelineRunner, "optimum": OptimumRunner,
+           "optimum-int8": OptimumInt8Runner, "optimum-o2-int8": OptimumO2Int8Runner}
+
+
+def _call_with(answer, inputs):
+    return lambda: answer(inputs)
 
 
 def run_spec(spec: dict) -> dict:
@@ -158,13 +193,14 @@ def run_spec(spec: dict) -> dict:
     try:
         runner = runner_class(spec)
     except ImportError as e:
-        return {"skipped_reason": f"not installed ({e})", "cells": []}
+        return {"skipped_reason": f"not installed ({e})", "cells": [], "workloads": []}
     except runner_class.expected_errors as e:
-        return {"skipped_reason": _reason(e), "cells": []}
+        return {"skipped_reason": _reason(e), "cells": [], "workloads": []}
     result = {"skipped_reason": None, "info": runner.info, "load_seconds": time.perf_counter() - started, "cells": []}
-    for cell in spec["cells"]:
+    for cell in spec.get("cells", ()):
         result["cells"].append(_time_cell(runner, spec, cell))
         progress(f"{name}: {_describe(cell, result['cells'][-1])}")
+    result["workloads"] = [run_workload(runner, spec, workload, name) for workload in spec.get("workloads", ())]
     return result
 
 
@@ -180,6 +216,42 @@ def _time_cell(runner, spec: dict, cell: dict) -> dict:
     except runner.expected_errors as e:
         return {**record, "skipped_reason": f"failed: {_reason(e)}"}
     return {**record, **latency_figures(times, batch), "stopped_early": len(times) < spec["repeats"]}
+
+
+def run_workload(runner, spec: dict, workload: dict, name: str) -> dict:
+    """Every item of the workload through the runner's list call, in chunks of whole batches (progress between
+    them), after one untimed batch; the seconds of the timed calls and each item's answer."""
+    inputs, batch = workload["inputs"], workload["batch"]
+    record = {"name": workload["name"], "items": len(inputs)}
+    try:
+        answer = runner.answerer(spec["task"], batch, workload["max_seq_len"])
+        answer(inputs[:batch])  # warm-up: first-call allocations and lazy initialisation stay out of the time
+        seconds, outputs = 0.0, []
+        for start in range(0, len(inputs), workload["chunk"]):
+            chunk = inputs[start:start + workload["chunk"]]
+            started = time.perf_counter()
+            answers = answer(chunk)
+            seconds += time.perf_counter() - started
+            outputs += compact_answers(spec["task"], answers, len(chunk))
+            progress(f"{name}: {workload['name']} {len(outputs)}/{len(inputs)} {workload['unit']}, "
+                     f"{len(outputs) / seconds:.1f}/s")
+    except runner.expected_errors as e:
+        return {**record, "skipped_reason": f"failed: {_reason(e)}"}
+    return {**record, "seconds": seconds, "items_per_s": len(inputs) / seconds, "outputs": outputs}
+
+
+def compact_answers(task: str, answers, count: int) -> list[dict]:
+    """One record per input (a single input's answer comes back bare, as from the pipeline): QA's answer text and
+    span, fill-mask's proposed token ids, best first."""
+    if count == 1:
+        answers = [answers]
+    if len(answers) != count:
+        raise ValueError(f"{count} inputs gave {len(answers)} answers")
+    if task == "question-answering":
+        return [{"answer": a["answer"], "start": int(a["start"]), "end": int(a["end"]), "score": float(a["score"])}
+                for a in answers]
+    return [{"tokens": [int(p["token"]) for p in proposals], "token_str": proposals[0]["token_str"]}
+            for proposals in answers]
 
 
 def time_calls(call, warmup: int, repeats: int, max_seconds: float, min_runs: int) -> list[float]:

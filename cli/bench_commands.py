@@ -10,6 +10,8 @@ from pathlib import Path
 
 from distilrt.bench.regression import DEFAULT_LATENCY_THRESHOLD
 from distilrt.bench.runner import BenchConfig
+from distilrt.bench.workloads import DEFAULT_ITEMS
+from distilrt.errors import UserInputError
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +30,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {defaults.max_seconds_per_cell:g})")
     parser.add_argument("--model-only", action="store_true", help="time the model alone, not text in, answers out")
     parser.add_argument("--no-reference", action="store_true", help="leave out PyTorch and Optimum (no ratios)")
+    parser.add_argument("--workload", action="append", dest="workloads", metavar="NAME[:N]",
+                        help="also run a data set through every runner, text in, answers out, scored against the "
+                             "pipeline: squad-dev[:N] (held-out SQuAD dev questions) or wikitext[:N] (held-out "
+                             f"WikiText-2 sentences, one word masked); N defaults to {DEFAULT_ITEMS} (repeatable)")
+    parser.add_argument("--workload-batch", type=int, metavar="N",
+                        help=f"batch size of the workloads' list calls (default {defaults.workload_batch})")
+    parser.add_argument("--workload-only", action="store_true",
+                        help="run the workloads alone, without the batch x sequence grid")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="write the results here")
 
 
@@ -38,16 +48,22 @@ def bench(args) -> int:
 
     given = {"batches": args.batches and tuple(args.batches), "sequences": args.sequences and tuple(args.sequences),
              "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
-             "max_seconds_per_cell": args.max_seconds}
+             "max_seconds_per_cell": args.max_seconds, "workloads": args.workloads and tuple(args.workloads),
+             "workload_batch": args.workload_batch}
+    if args.workload_only and (args.model_only or args.batches or args.sequences):
+        raise UserInputError("--workload-only runs no grid: leave out --model-only, --batch and --sequence, "
+                             "or drop --workload-only")
     config = replace(BenchConfig(), **{k: v for k, v in given.items() if v is not None},
                      **({"modes": ("model",)} if args.model_only else {}),
-                     **({"references": ()} if args.no_reference else {}))
+                     **({"references": (), "workload_references": ()} if args.no_reference else {}),
+                     **({"grid": False} if args.workload_only else {}))
     results = bench_bundles(args.bundles, config)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.json, results)  # temp file + rename
     print(render_bench_markdown(results))
     print(f"results: {args.json}")
-    failed = sorted({f"{r['checkpoint']}/{r['variant'] or r['runner']}" for r in results["results"] if r["failed"]})
+    failed = sorted({f"{r['checkpoint']}/{r['variant'] or r['runner']}"
+                     for r in [*results["results"], *results["workloads"]] if r["failed"]})
     if failed:
         print(f"distilrt: error: the benchmark of {', '.join(failed)} failed (see {args.json})", file=sys.stderr)
         return 1
