@@ -50,9 +50,9 @@ class TaskHead(Closable):
         """The model's outputs for each encoding, in input order; run in batches of at most batch_size encodings
         and max_batch_tokens padded tokens, grouped by length unless sort_by_length is off.
 
-        Grouping never changes an fp32 or fp16 answer beyond float rounding. Dynamic int8 graphs quantize each
-        activation with one scale per batch, so their answers depend on which windows share a batch (in either
-        order); batch_size=1 makes them independent of it."""
+        Grouping does not change fp32 answers beyond float rounding (tests/test_batching.py). Dynamic int8 graphs
+        quantize each activation with one scale per batch, so their answers depend on which windows share a batch
+        (in either order); batch_size=1 makes them independent of it."""
         return run_in_batches(self._backend, encodings, self._settings, self._batch_size,
                               max_batch_tokens=self._max_batch_tokens, sort_by_length=self._sort_by_length)
 
