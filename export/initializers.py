@@ -33,14 +33,8 @@ def duplicate_initializers(model) -> list[list[str]]:
         if values.nbytes < MIN_BYTES:
             continue
         digest = hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
-        groups[(initializer.data_type, tuple(initializer.dims), digest)].append(initializer.name)
-    found = [names for names in groups.values() if len(names) > 1]
-    return sorted(found, key=lambda names: -_size(model, names[0]))
-
-
-def duplicate_megabytes(model) -> float:
-    """What the duplicates add to the file, in MiB."""
-    return sum(_size(model, names[0]) * (len(names) - 1) for names in duplicate_initializers(model)) / 2**20
+        groups[(values.nbytes, initializer.data_type, tuple(initializer.dims), digest)].append(initializer.name)
+    return [names for _, names in sorted(groups.items(), key=lambda item: -item[0][0]) if len(names) > 1]
 
 
 def remove_duplicate_initializers(model) -> int:
@@ -57,11 +51,3 @@ def remove_duplicate_initializers(model) -> int:
     editor.update_graph()  # removes the initializers nothing reads any more
     return sum(len(copies) for _, *copies in groups)
 
-
-def _size(model, name: str) -> int:
-    from onnx import numpy_helper
-
-    for initializer in model.graph.initializer:
-        if initializer.name == name:
-            return numpy_helper.to_array(initializer).nbytes
-    raise KeyError(name)
