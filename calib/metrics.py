@@ -93,6 +93,19 @@ def topk_agreement(
     }
 
 
+def top1_matches(reference_logits: list[np.ndarray], candidate_logits: list[np.ndarray]) -> np.ndarray:
+    """Per scored position: 1.0 where the candidate's top-1 token is the reference's, else 0.0 (the items whose
+    mean is ``topk_agreement``'s top1_agreement)."""
+    reference = _stacked("reference_logits", reference_logits)
+    candidate = _stacked("candidate_logits", candidate_logits)
+    if reference.shape != candidate.shape:
+        raise UserInputError(
+            f"reference logits {reference.shape} and candidate logits {candidate.shape} differ in shape; "
+            "pass the logits of the same positions from both models"
+        )
+    return (reference.argmax(axis=1) == candidate.argmax(axis=1)).astype(float)
+
+
 def masked_lm_accuracy(logits: list[np.ndarray], labels: list[np.ndarray]) -> dict:
     """How often the original token is the model's first guess, and among its first five, in %."""
     return masked_lm_summary(*masked_lm_hits(logits, labels))

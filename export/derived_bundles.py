@@ -138,6 +138,13 @@ class Reference:
         head = distilrt.head_for(distilrt.read_bundle(bundle_dir), model)
         return self._gate_extending("gate", head, model, gate, self.evaluation, progress)
 
+    @property
+    def gate_items(self) -> int:
+        """How many items the published gate first decides on: the evaluation split's questions or masked
+        positions (it doubles only where a labels-rule interval straddles the threshold)."""
+        split, _ = self._split("gate", self.evaluation)
+        return len(split.questions) if self.task == "question-answering" else sum(len(p) for p in split.positions)
+
     def gate_on_search_split(self, model, gate: Gate, config, options: VariantOptions) -> gates.GateResult:
         """Gate a candidate graph (``model``, opened) on the search split: held-out data after every split the
         published gate may use, so that searching cannot fit it. Decided like the gate, extension included."""

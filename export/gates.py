@@ -6,8 +6,10 @@ outputs where it has none (RANDOM-weight stand-ins). Every result carries the fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -15,9 +17,9 @@ from distilrt.calib.metrics import (
     masked_lm_hits,
     masked_lm_summary,
     paired_relative_bound,
-    squad_em_f1,
     squad_scores,
     squad_summary,
+    top1_matches,
     topk_agreement,
 )
 from distilrt.calib.sets import MaskedEvalSet, QAEvalSet
@@ -41,6 +43,11 @@ class GateResult:
     rule_reason: str = ""
     bound: float | None = None  # labels rule: the paired one-sided lower bound of value
     upper_bound: float | None = None  # labels rule: the paired one-sided upper bound of value
+    # How much value moves with the items drawn: the standard deviation of the per-item score behind it, in
+    # value's units (agreement: each item's agreement; labels: each item's paired difference over fp32's mean),
+    # and the number of items. None where unknown. The int8 search predicts the gate from them.
+    item_sd: float | None = None
+    items: int | None = None
 
     @property
     def inconclusive(self) -> bool:
@@ -83,13 +90,31 @@ class GateResult:
                 f"{'passes' if self.passed else 'fails'} {self.threshold:.2f} by its {self.decided_by} "
                 f"[{self.rule} rule]")
 
+    def predicted_value(self, other_items: int, confidence: float) -> float | None:
+        """The one-sided ``confidence`` lower prediction bound of this figure measured afresh on ``other_items``
+        new items of the same kind: value - z * sd * sqrt(1/items + 1/other_items), the difference of two
+        independent means. None without the per-item spread."""
+        if self.item_sd is None or not self.items or other_items < 1:
+            return None
+        z = NormalDist().inv_cdf(confidence)
+        return self.value - z * self.item_sd * math.sqrt(1.0 / self.items + 1.0 / other_items)
+
+    def predicts_pass(self, other_items: int, confidence: float) -> bool:
+        """Whether a split of ``other_items`` (the published gate's) is expected to pass too: this split passes and
+        the prediction bound of its value clears the threshold. Without the spread, whether this split passes."""
+        predicted = self.predicted_value(other_items, confidence)
+        return self.passed and (predicted is None or predicted >= self.threshold)
+
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed, "margin": self.margin, "decided_by": self.decided_by}
 
 
 def _decide(gate: Gate, fp32_scores: np.ndarray, variant_scores: np.ndarray, labels_metric: str,
-            agreement_metric: str, agreement: float, agreement_threshold: float, figures: dict) -> GateResult:
-    """The labels rule where fp32 has skill on the labels, else the agreement rule; figures of both."""
+            agreement_metric: str, agreement_items: np.ndarray, agreement_threshold: float,
+            figures: dict) -> GateResult:
+    """The labels rule where fp32 has skill on the labels, else the agreement rule; figures of both.
+    ``agreement_items``: each item's agreement with fp32 (0-1), whose mean in % is the agreement figure."""
+    agreement = 100.0 * float(np.mean(agreement_items))
     fp32_accuracy = 100.0 * float(fp32_scores.mean())
     paired = None
     if fp32_accuracy > 0 and len(fp32_scores) > 1:
@@ -99,11 +124,15 @@ def _decide(gate: Gate, fp32_scores: np.ndarray, variant_scores: np.ndarray, lab
         why = (f"fp32 scores {fp32_accuracy:.1f} on the labels (>= {gate.min_fp32_accuracy:g}): the variant must keep "
                f"{100 * gate.relative_accuracy:g}% of it ({100 * gate.confidence:g}% paired bounds on "
                f"{len(fp32_scores)} items)")
+        spread = float(np.std(variant_scores - fp32_scores, ddof=1)) / paired["reference_mean"]
         return GateResult(labels_metric, 100.0 * gate.relative_accuracy, 100.0 * paired["ratio"], figures,
-                          LABELS_RULE, why, 100.0 * paired["lower_bound"], 100.0 * paired["upper_bound"])
+                          LABELS_RULE, why, 100.0 * paired["lower_bound"], 100.0 * paired["upper_bound"],
+                          100.0 * spread, len(fp32_scores))
     why = (f"fp32 scores {fp32_accuracy:.1f} on the labels (< {gate.min_fp32_accuracy:g}: no skill to keep), so "
            f"agreement with fp32 decides")
-    return GateResult(agreement_metric, agreement_threshold, agreement, figures, AGREEMENT_RULE, why)
+    spread = float(np.std(agreement_items, ddof=1)) if len(agreement_items) > 1 else None
+    return GateResult(agreement_metric, agreement_threshold, agreement, figures, AGREEMENT_RULE, why,
+                      item_sd=None if spread is None else 100.0 * spread, items=len(agreement_items))
 
 
 def answer_questions(head, eval_set: QAEvalSet, progress: Callable[[str], None] | None = None) -> list[str]:
@@ -121,7 +150,8 @@ def answer_questions(head, eval_set: QAEvalSet, progress: Callable[[str], None] 
 
 def qa_gate(fp32_answers: list[str], variant_answers: list[str], eval_set: QAEvalSet, gate: Gate) -> GateResult:
     gold = [q.answers for q in eval_set.questions]
-    vs_fp32 = squad_em_f1(variant_answers, [[a] for a in fp32_answers])
+    agreement_exact, agreement_f1 = squad_scores(variant_answers, [[a] for a in fp32_answers])
+    vs_fp32 = squad_summary(agreement_exact, agreement_f1)
     fp32_scores, variant_scores = squad_scores(fp32_answers, gold), squad_scores(variant_answers, gold)
     figures = {
         "questions": len(eval_set.questions),
@@ -130,7 +160,7 @@ def qa_gate(fp32_answers: list[str], variant_answers: list[str], eval_set: QAEva
         "fp32_vs_gold": squad_summary(*fp32_scores),
         "evaluation_set": eval_set.identity,
     }
-    return _decide(gate, fp32_scores[1], variant_scores[1], "qa_gold_f1_vs_fp32_pct", "qa_f1_vs_fp32", vs_fp32["f1"],
+    return _decide(gate, fp32_scores[1], variant_scores[1], "qa_gold_f1_vs_fp32_pct", "qa_f1_vs_fp32", agreement_f1,
                    gate.qa_f1_vs_fp32, figures)
 
 
@@ -155,4 +185,4 @@ def mlm_gate(fp32_logits: list[np.ndarray], variant_logits: list[np.ndarray], ev
         "evaluation_set": eval_set.identity,
     }
     return _decide(gate, fp32_hits[0], variant_hits[0], "mlm_top1_accuracy_vs_fp32_pct", "mlm_top1_vs_fp32",
-                   agreement["top1_agreement"], gate.mlm_top1_vs_fp32, figures)
+                   top1_matches(fp32_logits, variant_logits), gate.mlm_top1_vs_fp32, figures)

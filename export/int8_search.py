@@ -9,8 +9,15 @@ written in the spec:
    the model's outputs are compared with fp32's on real calibration inputs (relative squared error).
 2. Search: starting from the spec's recipe, the most sensitive layers are left in float one at a time, and each
    candidate is gated, with the variant's own gate, on a search split of held-out data that is disjoint from
-   the evaluation split the published gate uses (so the search cannot fit the gate). The first candidate that
-   passes is the recipe; the search stops when the float budget (a share of the linear layers) is spent.
+   the evaluation split the published gate uses (so the search cannot fit the gate). The first candidate whose
+   pass is expected to hold on the gate's split is the recipe; the search stops when the float budget (a share
+   of the linear layers) is spent.
+
+Passing on the search split is not enough: the gate's split is another, smaller draw of items, and a candidate
+that clears the threshold by less than the two splits' noise fails there about half the time (measured: the spec
+recipe at 97.32 on 1,000 search questions, then 96.58 < 97 on the gate's 200). So a candidate is accepted when the
+one-sided prediction bound of its figure on a fresh split of the gate's size clears the threshold too
+(``GateResult.predicts_pass``): the search leaves one more layer in float rather than hand the gate a coin toss.
 
 The chosen layers go into ``PrecisionConfig.float_nodes``, which the manifest records, so ``distilrt rebuild``
 makes the same graph without searching. Written by hand: onnxruntime's quantization tools quantize the nodes
@@ -68,8 +75,9 @@ class SearchResult:
 
 
 def search_int8(recipe: PrecisionConfig, source: Path, gate: Gate, score, feeds: list[dict],
-                config: Int8SearchConfig, progress: Progress) -> SearchResult:
-    """The spec's ``recipe`` with the fewest float layers whose graph passes ``gate`` on the search split.
+                config: Int8SearchConfig, progress: Progress, gate_items: int | None = None) -> SearchResult:
+    """The spec's ``recipe`` with the fewest float layers whose graph passes ``gate`` on the search split, with
+    the margin a split of ``gate_items`` items (the published gate's) needs; without it, a plain pass.
 
     ``score(path, gate)`` gates the graph at ``path`` on the search split and returns its GateResult; ``feeds``
     are real model inputs (calibration feeds, padded to one length) for the sensitivities and the calibration.
@@ -81,7 +89,7 @@ def search_int8(recipe: PrecisionConfig, source: Path, gate: Gate, score, feeds:
         spec_float = set(float_nodes(candidate, recipe))
         linear = [n for n in weighted_nodes(source, recipe.op_types) if n not in spec_float]
         budget = int(config.max_float_share * len(linear))
-        steps = [_step(score(candidate, gate), [])]
+        steps = [_step(score(candidate, gate), [], gate, gate_items)]
         progress(f"{recipe.variant} search: spec recipe {steps[-1]['gate']}")
         sensitivities = []
         if not steps[-1]["passed"] and budget > 0:
@@ -89,19 +97,27 @@ def search_int8(recipe: PrecisionConfig, source: Path, gate: Gate, score, feeds:
             for count in range(1, budget + 1):
                 chosen = [s["node"] for s in sensitivities[:count]]
                 convert(recipe.with_float_nodes(chosen), source, candidate, feeds, work_dir=scratch)
-                steps.append(_step(score(candidate, gate), chosen))
+                steps.append(_step(score(candidate, gate), chosen, gate, gate_items))
                 progress(f"{recipe.variant} search: {count} layer(s) in float: {steps[-1]['gate']}")
                 if steps[-1]["passed"]:
                     break
     final = steps[-1]
     record = {"passed": final["passed"], "float_nodes": final["float_nodes"], "linear_layers": len(linear),
-              "budget": budget, "search": config.to_dict(), "steps": steps, "sensitivity": sensitivities}
+              "budget": budget, "gate_items": gate_items, "search": config.to_dict(), "steps": steps,
+              "sensitivity": sensitivities}
     return SearchResult(recipe.with_float_nodes(final["float_nodes"]), record)
 
 
-def _step(result, chosen: list[str]) -> dict:
-    return {"float_nodes": list(chosen), "passed": result.passed, "gate": result.describe(),
-            "value": result.value, "bound": result.bound, "rule": result.rule}
+def _step(result, chosen: list[str], gate: Gate, gate_items: int | None) -> dict:
+    """One candidate: ``passed`` is the search's decision (a pass expected to hold on the gate's split);
+    ``passed_split``, whether it passed on the search split itself."""
+    predicted = None if gate_items is None else result.predicted_value(gate_items, gate.confidence)
+    passed = result.passed if gate_items is None else result.predicts_pass(gate_items, gate.confidence)
+    gate_text = result.describe()
+    if predicted is not None:
+        gate_text += f"; on {gate_items} fresh items expected >= {predicted:.2f}"
+    return {"float_nodes": list(chosen), "passed": passed, "passed_split": result.passed, "gate": gate_text,
+            "value": result.value, "bound": result.bound, "predicted": predicted, "rule": result.rule}
 
 
 def layer_sensitivity(recipe: PrecisionConfig, source: Path, layers: list[str], feeds: list[dict], scratch: Path,

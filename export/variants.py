@@ -122,7 +122,8 @@ def _make_graph(reference: Reference, variant: str, options: VariantOptions, scr
     if options.int8_search is not None and variant.startswith("int8") and variant not in options.precision:
         try:
             search = search_int8(precision, source, gate, lambda path, g: _score(reference, path, g, options),
-                                 feeds or _probe_feeds(reference), options.int8_search, progress)
+                                 feeds or _probe_feeds(reference), options.int8_search, progress,
+                                 gate_items=reference.gate_items)
             precision = search.precision
         except UserInputError as e:  # e.g. a small evaluation file leaves no held-out data for a search split
             progress(f"{variant}: int8 search skipped ({e}); the spec's recipe goes to the gate as it is")

@@ -27,6 +27,11 @@ def _scores(seed: int, n: int, base: float, flips: int, loss: float) -> tuple[np
     return fp32, variant
 
 
+def _agreement(percent: int) -> np.ndarray:
+    """Per-item agreement with fp32 (0 or 1) on 100 items, ``percent`` of them agreeing."""
+    return (np.arange(100) < percent).astype(float)
+
+
 def test_the_paired_bound_is_tight_where_few_items_differ():
     fp32, variant = _scores(0, 1000, 0.6, flips=0, loss=0)
     same = paired_relative_bound(variant, fp32, 0.95)
@@ -41,11 +46,11 @@ def test_the_paired_bound_is_tight_where_few_items_differ():
 
 def test_labels_rule_passes_a_variant_within_one_percent_and_refuses_one_below():
     fp32, good = _scores(1, 1000, 0.6, flips=2, loss=1.0)  # 2 of ~600 right answers lost: ratio ~99.7%
-    result = _decide(INT8, fp32, good, "m", "a", 50.0, INT8.qa_f1_vs_fp32, {})
+    result = _decide(INT8, fp32, good, "m", "a", _agreement(50), INT8.qa_f1_vs_fp32, {})
     assert result.rule == LABELS_RULE and result.passed and result.decided_by == "lower bound", result.describe()
     assert result.bound < result.value < result.upper_bound
     fp32, bad = _scores(1, 1000, 0.6, flips=30, loss=1.0)  # ~5% of fp32's score lost
-    result = _decide(INT8, fp32, bad, "m", "a", 99.0, INT8.qa_f1_vs_fp32, {})
+    result = _decide(INT8, fp32, bad, "m", "a", _agreement(99), INT8.qa_f1_vs_fp32, {})
     assert result.rule == LABELS_RULE and not result.passed and result.decided_by == "upper bound"
     assert result.margin < 0 and result.figures["paired_vs_fp32_on_labels"]["ratio"] < 0.97
     # High agreement with fp32 (99.0 here) does not pass a variant that loses accuracy on the labels.
@@ -53,7 +58,7 @@ def test_labels_rule_passes_a_variant_within_one_percent_and_refuses_one_below()
 
 def test_a_close_case_is_inconclusive_and_then_decided_on_its_value():
     fp32, close = _scores(3, 1000, 0.6, flips=20, loss=0.5)  # ratio ~99.25%: the interval straddles 99%
-    result = _decide(INT8, fp32, close, "m", "a", 99.0, INT8.qa_f1_vs_fp32, {})
+    result = _decide(INT8, fp32, close, "m", "a", _agreement(99), INT8.qa_f1_vs_fp32, {})
     assert result.inconclusive and result.bound < 99.0 <= result.upper_bound
     assert result.decided_on == result.value and result.passed == (result.value >= 99.0)
     assert "straddles" in result.decided_by
@@ -61,9 +66,40 @@ def test_a_close_case_is_inconclusive_and_then_decided_on_its_value():
 
 def test_without_skill_on_the_labels_agreement_decides():
     fp32, variant = _scores(2, 500, 0.05, flips=5, loss=1.0)  # fp32 at ~5%: a random-weight model
-    result = _decide(INT8, fp32, variant, "m", "agreement", 96.0, INT8.qa_f1_vs_fp32, {})
+    result = _decide(INT8, fp32, variant, "m", "agreement", _agreement(96), INT8.qa_f1_vs_fp32, {})
     assert result.rule == AGREEMENT_RULE and result.value == 96.0 and result.bound is None
     assert not result.passed and "no skill" in result.rule_reason
+
+
+def test_a_pass_by_less_than_the_noise_of_the_gate_split_is_not_expected_to_hold():
+    """The issue's case: agreement 97.32 on 1,000 search questions against a threshold of 97, then a gate split of
+    200. The spread of per-question agreement F1 (most 1, a few far off) makes that a coin toss, so the search must
+    not accept it; the same figure with no spread, or a wide margin, is accepted."""
+    from distilrt.export.gates import GateResult
+
+    rng = np.random.default_rng(0)
+    per_item = np.where(rng.random(1000) < 0.05, 0.4636, 1.0)  # mean ~97.3 %, as measured
+    result = _decide(INT8, np.zeros(1000), np.zeros(1000), "m", "qa_f1_vs_fp32", per_item, 97.0, {})
+    assert result.rule == AGREEMENT_RULE and result.passed and result.items == 1000 and result.item_sd > 10
+    predicted = result.predicted_value(200, INT8.confidence)
+    assert predicted < 97.0 < result.value and not result.predicts_pass(200, INT8.confidence)
+    assert result.predicted_value(10**9, INT8.confidence) < result.value  # the search split's own noise remains
+    certain = GateResult("m", 97.0, 97.32, {}, AGREEMENT_RULE, "", item_sd=0.0, items=1000)
+    assert certain.predicts_pass(200, INT8.confidence)
+    wide = _decide(INT8, np.zeros(1000), np.zeros(1000), "m", "a", np.where(np.arange(1000) < 995, 1.0, 0.0), 97.0, {})
+    assert wide.predicts_pass(200, INT8.confidence)  # 99.5 %: far above 97 whatever 200 items are drawn
+    failing = GateResult("m", 97.0, 96.0, {}, AGREEMENT_RULE, "", item_sd=0.0, items=1000)
+    assert not failing.predicts_pass(200, INT8.confidence)
+
+
+def test_the_labels_rule_carries_the_spread_of_its_paired_differences():
+    fp32, variant = _scores(1, 1000, 0.6, flips=20, loss=1.0)
+    result = _decide(INT8, fp32, variant, "m", "a", _agreement(99), INT8.qa_f1_vs_fp32, {})
+    paired = result.figures["paired_vs_fp32_on_labels"]
+    # The prediction on a split as large as this one is wider than this split's own bound by sqrt(2).
+    own = result.value - result.bound
+    assert np.isclose(result.value - result.predicted_value(1000, INT8.confidence), own * np.sqrt(2))
+    assert np.isclose(result.item_sd / 100 / np.sqrt(1000), paired["se_difference"] / paired["reference_mean"])
 
 
 def test_gates_of_bundles_built_before_the_labels_rule_still_read():
@@ -112,6 +148,32 @@ def test_the_search_leaves_the_most_sensitive_layers_in_float_until_the_gate_pas
     assert len(errors) == record["linear_layers"] and errors == sorted(errors, reverse=True) and errors[0] > 0
     assert record["float_nodes"] == [s["node"] for s in record["sensitivity"][:3]]
     assert result.precision.float_nodes == tuple(record["float_nodes"])
+
+
+def test_the_search_goes_past_a_candidate_whose_pass_would_not_hold_at_the_gate(tiny_bundles):
+    """Every candidate passes its search split by a hair with a wide spread, until 2 more layers are float and
+    the margin is wide: the search must not stop at the first, and records both decisions."""
+    from distilrt.export.gates import GateResult
+    from distilrt.export.int8_search import search_int8
+    from distilrt.export.specs import get_spec
+    from distilrt.export.variants import precision_config
+
+    bundle = tiny_bundles[QA_NAME]
+    recipe = precision_config("int8-dynamic", get_spec(bundle.manifest.architecture), "MinMax")
+    counts = []
+
+    def score(path, gate):
+        counts.append(_float_linear_layers(path))
+        value = 99.9 if counts[-1] >= counts[0] + 2 else 97.3
+        return GateResult("stand-in", 97.0, value, {}, AGREEMENT_RULE, "test", item_sd=16.0, items=1000)
+
+    feeds = [{name: np.full((1, 12), 1000, dtype=np.int64) for name in bundle.input_names}]
+    result = search_int8(recipe, bundle.onnx_path, INT8, score, feeds, Int8SearchConfig(max_float_share=1.0),
+                         progress=lambda message: None, gate_items=200)
+    steps = result.record["steps"]
+    assert result.passed and len(result.record["float_nodes"]) == 2 and result.record["gate_items"] == 200
+    assert [(s["passed_split"], s["passed"]) for s in steps] == [(True, False), (True, False), (True, True)]
+    assert steps[0]["predicted"] < 97.0 <= steps[-1]["predicted"]
 
 
 def test_the_search_stops_at_its_float_budget(tiny_bundles):
