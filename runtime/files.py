@@ -133,9 +133,9 @@ def _replace_link(staging: Path, destination: Path) -> Path:
     version = staging.rename(destination.with_name(f".{destination.name}-v-{suffix}"))
     link = destination.with_name(f".{destination.name}-link-{suffix}")
     link.symlink_to(version.name)
-    old = destination.parent / os.readlink(destination)
+    old = destination.parent / os.readlink(destination) if destination.is_symlink() else None
     os.rename(link, destination)
-    if old.name.startswith(f".{destination.name}-v-") and old.parent == destination.parent:
+    if old is not None and old.name.startswith(f".{destination.name}-v-") and old.parent == destination.parent:
         shutil.rmtree(old, ignore_errors=True)
     return destination
 
