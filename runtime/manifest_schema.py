@@ -119,7 +119,7 @@ def check_manifest(data: Any, where: str = "manifest.json") -> None:
     _check_model_file(model, formats)
     model.str("precision", optional=True)
     for key in ("layers", "attention_heads", "hidden_size", "vocab_size"):
-        model.int(key, minimum=1, optional=True)
+        model.int(key, minimum=1)  # Manifest.vocab_size and layers_heads_hidden read them
     for key in ("inputs", "outputs"):
         _check_tensors(model, key)
     fallback = top.object("fallback", optional=True)
