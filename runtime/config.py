@@ -8,6 +8,7 @@ the package every other one may import, so that calib, export and bench share on
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, fields
 from typing import Any
@@ -25,11 +26,20 @@ class StageConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
+        """The config a manifest or JSON file records; UserInputError (never a TypeError) for anything else, since
+        manifests are untrusted data."""
+        if not isinstance(data, Mapping):
+            raise UserInputError(f"{cls.__name__} settings must be a JSON object, got {reprlib.repr(data)}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise UserInputError(f"{cls.__name__} has no settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: _tuples(v) for k, v in data.items()})
+        try:
+            return cls(**{k: _tuples(v) for k, v in data.items()})
+        except (TypeError, ValueError) as e:  # a missing setting, or one of a type __post_init__ cannot compare
+            if isinstance(e, UserInputError):
+                raise
+            raise UserInputError(f"{cls.__name__} settings {reprlib.repr(dict(data))} are not valid: {e}") from e
 
 
 def _tuples(value):

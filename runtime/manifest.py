@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import copy
 import json
+import reprlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distilrt.bundle_paths import REBUILD_HINT
 from distilrt.errors import BundleError
+from distilrt.manifest_schema import check_manifest
 from distilrt.tokenization import TokenizerSettings
 
 SCHEMA_VERSION = 1
@@ -34,7 +37,6 @@ MANIFEST_NAME = "manifest.json"
 TASKS = ("question-answering", "fill-mask")
 ONNX_FORMAT = "onnx"
 ENGINE_FORMAT = "tensorrt-plan"
-REBUILD_HINT = "rebuild it with `distilrt build`"
 REQUIRED_KEYS = ("schema_version", "task", "architecture", "variant", "source", "model", "tokenizer", "files")
 # What a derived bundle does not inherit from its parent: it has its own files and its own verification.
 _NOT_INHERITED = ("files", "verification")
@@ -72,23 +74,25 @@ class Manifest(Mapping[str, Any]):
         self._data = dict(data)
 
     @classmethod
-    def checked(cls, data: Mapping[str, Any], bundle_path: Path) -> Manifest:
-        """The manifest of the bundle at ``bundle_path`` after checking its schema; BundleError naming the fix."""
+    def checked(cls, data: Any, bundle_path: Path) -> Manifest:
+        """The manifest of the bundle at ``bundle_path`` after checking its schema and every field's type and range
+        (distilrt.manifest_schema); BundleError naming the field and the fix."""
+        where = str(Path(bundle_path) / MANIFEST_NAME)
+        if not isinstance(data, Mapping):
+            raise BundleError(f"{where} must hold a JSON object; {REBUILD_HINT}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise BundleError(
-                f"bundle {bundle_path} has manifest schema {version!r} but this distilrt reads schema "
+                f"bundle {bundle_path} has manifest schema {reprlib.repr(version)} but this distilrt reads schema "
                 f"{SCHEMA_VERSION}; {REBUILD_HINT} with this version of distilrt"
             )
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             raise BundleError(f"manifest of {bundle_path} lacks {missing}; {REBUILD_HINT}")
+        check_manifest(data, where)
         manifest = cls(data)
-        if manifest.task not in TASKS:
-            raise BundleError(f"manifest of {bundle_path} names task {manifest.task!r}; this runtime runs {list(TASKS)}")
-        fallback = data.get("fallback") or {}
-        roles = [("model", manifest.model.get("file")), ("tokenizer", data["tokenizer"].get("file"))]
-        for role, name in roles + ([("fallback", fallback.get("file"))] if fallback else []):
+        for role, name in [("model", manifest.model_file.file), ("tokenizer", manifest.tokenizer_file)] + (
+                [("fallback", manifest.fallback.file)] if manifest.fallback else []):
             if name not in manifest.files:
                 raise BundleError(f"manifest of {bundle_path} names {role} file {name!r} but lists no hash for it; "
                                   f"{REBUILD_HINT}")

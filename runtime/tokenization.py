@@ -8,8 +8,8 @@ as ``TokenizerSettings`` in the manifest, because the runtime cannot import tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +49,25 @@ class TokenizerSettings:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TokenizerSettings:
-        names = {f.name for f in fields(cls)}
-        missing = names - set(data)
-        if missing:
-            raise BundleError(f"manifest tokenizer settings lack {sorted(missing)}; rebuild the bundle")
-        return cls(**{k: data[k] for k in names})
+    def from_dict(cls, data: Any, where: str = "manifest.json") -> TokenizerSettings:
+        """The settings a manifest records (``tokenizer.settings``), each field checked for type and range:
+        BundleError naming the field otherwise."""
+        from distilrt.manifest_schema import MAX_INT, Fields, fail
+
+        fields_ = Fields(data, "tokenizer.settings", where)
+        names = fields_.list("model_input_names", nonempty=True)
+        if not all(isinstance(name, str) and name for name in names):
+            raise fail(fields_.name("model_input_names"), "a list of input names", names, where)
+        return cls(
+            model_input_names=tuple(names),
+            padding_side=fields_.str("padding_side", choices=("left", "right")),
+            pad_token_id=fields_.int("pad_token_id", minimum=0),
+            cls_token_id=fields_.int("cls_token_id", minimum=0, nullable=True),
+            mask_token=fields_.str("mask_token", nullable=True),
+            mask_token_id=fields_.int("mask_token_id", minimum=0, nullable=True),
+            model_max_length=fields_.int("model_max_length", minimum=1, maximum=MAX_INT),
+            clean_up_tokenization_spaces=fields_.bool("clean_up_tokenization_spaces"),
+        )
 
 
 def load_tokenizer(path: Path):

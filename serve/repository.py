@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distilrt.bundle import Bundle, read_bundle
+from distilrt.bundle_paths import member_path, open_member
 from distilrt.config import StageConfig, check_int
 from distilrt.errors import CapabilityError, UserInputError
 from distilrt.files import replace_dir, staging_dir
@@ -231,23 +232,38 @@ def write_repository(models: list[tuple[str, Bundle]], out: Path, config: Servin
 def _write_python_form(repo: Path, name: str, bundle: Bundle, config: ServingConfig, copy_bundle: bool) -> Path:
     version = _version_dir(repo, name)
     if copy_bundle:
-        shutil.copytree(bundle.path, version / "bundle")
+        copy_bundle_files(bundle, version / "bundle")
         bundle_ref = "bundle"
     else:
         bundle_ref = str(Path(bundle.path).resolve())
     return _write_config(repo, name, python_model_config(name, bundle, config, form="python", bundle_ref=bundle_ref))
 
 
+def copy_bundle_files(bundle: Bundle, target: Path) -> None:
+    """Copy manifest.json and the files it lists, and nothing else (no unlisted file or link is followed)."""
+    for name in (MANIFEST_NAME, *bundle.manifest.files):
+        _copy_member(bundle, name, target / name)
+
+
+def _copy_member(bundle: Bundle, name: str, target: Path) -> None:
+    """One file of the bundle, through ``member_path``: a name or symlink leading out of the bundle, or one that
+    is not a regular file, is a BundleError instead of its target being copied into the repository."""
+    field = "the manifest" if name == MANIFEST_NAME else f"files[{name!r}]"
+    source = member_path(bundle.path, name, field, str(bundle.path / MANIFEST_NAME))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open_member(source) as f, open(target, "xb") as out:
+        shutil.copyfileobj(f, out)
+
+
 def _write_bls_form(repo: Path, name: str, bundle: Bundle, config: ServingConfig) -> list[Path]:
     inner = f"{name}_model"
     engine = bundle.manifest.model_file.format == ENGINE_FORMAT
     target = "model.plan" if engine else "model.onnx"  # Triton's default file names for the two platforms
-    shutil.copyfile(bundle.model_path, _version_dir(repo, inner, python=False) / target)
+    _copy_member(bundle, bundle.manifest.model_file.file, _version_dir(repo, inner, python=False) / target)
     inner_config = model_config(inner, bundle, config)
     version = _version_dir(repo, name)
-    (version / "bundle").mkdir()
     for file in (MANIFEST_NAME, bundle.manifest.tokenizer_file):
-        shutil.copyfile(bundle.path / file, version / "bundle" / file)
+        _copy_member(bundle, file, version / "bundle" / file)
     outer = python_model_config(name, bundle, config, form="bls", bundle_ref="bundle", model=inner,
                                 model_max_batch_size=inner_config["max_batch_size"])
     return [_write_config(repo, inner, inner_config), _write_config(repo, name, outer)]
