@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import os
 import sys
 
-from distilrt.errors import DistilrtError, one_line
+import distilrt
+from distilrt.errors import CapabilityError, DistilrtError, one_line
 
 # command -> (module under distilrt.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,17 +39,83 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# top-level module a command may need -> the extra that installs it (pyproject.toml), for the one-line error a
+# lean install (`distilrt[ort]`) gets from a build command instead of a traceback
+EXTRA_OF_MODULE: dict[str, str] = {
+    "torch": "export", "transformers": "export", "onnx": "export", "sentencepiece": "export",
+    "onnxruntime": "ort", "matplotlib": "report", "datasets": "datasets", "optimum": "optimum",
+    "tritonclient": "serve", "pytriton": "serve", "tensorrt_lean": "trt", "cuda": "trt",
+}
+
+
+# what a build-side command needs before its first minute of work (checked first: no half-made artifacts dir)
+_BUILD_STACK = ("torch", "transformers", "onnx")
+REQUIRED_MODULES: dict[str, tuple[str, ...]] = {
+    "build": _BUILD_STACK, "rebuild": _BUILD_STACK, "demo": _BUILD_STACK, "lint": ("onnx",), "engine": ("onnx",),
+}
+
+
+def _missing_extra(command: str | None, module: str) -> str:
+    extra = EXTRA_OF_MODULE[module.partition(".")[0]]
+    return (f"`distilrt {command}` needs {module}, which is not installed: pip install \"distilrt[{extra}]\" "
+            '(README: "Set up" for CPU-only torch)')
+
+
+def _check_required_modules(command: str | None) -> None:
+    for module in REQUIRED_MODULES.get(command or "", ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ValueError:  # in sys.modules without a spec
+            found = True
+        if not found:
+            raise CapabilityError(_missing_extra(command, module))
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """argparse's ArgumentDefaultsHelpFormatter, without "(default: None)" / "(default: False)" for options
+    whose absence means "not given" and whose help text says what happens then."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if "default" in help_text or action.default in (None, False, argparse.SUPPRESS):
+            return help_text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+            return f"{help_text} (default: {shown})".lstrip()
+        return help_text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser(_command_in(argv)).parse_args(argv)
+    command = _command_in(argv)
     try:
+        args = _parser(command).parse_args(argv)
+        _check_required_modules(command)
         return args.handler(args)
     except DistilrtError as e:
         print(f"distilrt: error: {one_line(e)}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] not in EXTRA_OF_MODULE:
+            raise  # not an optional dependency: a bug, keep the traceback
+        print(f"distilrt: error: {_missing_extra(command, e.name)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `distilrt run ... | head`: the reader left; say nothing more (Python docs, "Note on SIGPIPE")
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
     except KeyboardInterrupt:
         print("distilrt: interrupted; nothing was published", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced by something without a file descriptor
+        pass
 
 
 def _command_in(argv: list[str]) -> str | None:
@@ -58,9 +127,10 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     """Every command is listed; only ``command``'s module is imported, to add its arguments and handler."""
     parser = argparse.ArgumentParser(
         prog="distilrt", description="Export encoder checkpoints to verified bundles and run them without torch.")
+    parser.add_argument("--version", action="version", version=f"distilrt {distilrt.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)
         if name == command:
             module = importlib.import_module(f"distilrt.cli.{module_name}")
             add_arguments, handler = module.COMMANDS[name]

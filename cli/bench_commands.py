@@ -11,7 +11,7 @@ from pathlib import Path
 from distilrt.bench.regression import DEFAULT_LATENCY_THRESHOLD
 from distilrt.bench.runner import BenchConfig
 from distilrt.bench.workloads import DEFAULT_ITEMS
-from distilrt.errors import UserInputError
+from distilrt.errors import UserInputError, one_line
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"batch size of the workloads' list calls (default {defaults.workload_batch})")
     parser.add_argument("--workload-only", action="store_true",
                         help="run the workloads alone, without the batch x sequence grid")
-    parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="write the results here")
+    parser.add_argument("--json", type=Path, metavar="OUT",
+                        help="also write the results here, for `distilrt report` (default: print the table only)")
 
 
 def bench(args) -> int:
@@ -58,14 +59,17 @@ def bench(args) -> int:
                      **({"references": (), "workload_references": ()} if args.no_reference else {}),
                      **({"grid": False} if args.workload_only else {}))
     results = bench_bundles(args.bundles, config)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.json, results)  # temp file + rename
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, results)  # temp file + rename
     print(render_bench_markdown(results))
-    print(f"results: {args.json}")
-    failed = sorted({f"{r['checkpoint']}/{r['variant'] or r['runner']}"
-                     for r in [*results["results"], *results["workloads"]] if r["failed"]})
+    if args.json is not None:
+        print(f"results: {args.json}")
+    failed = {f"{r['checkpoint']}/{r['variant'] or r['runner']}": r.get("skipped_reason")
+              for r in [*results["results"], *results["workloads"]] if r["failed"]}
     if failed:
-        print(f"distilrt: error: the benchmark of {', '.join(failed)} failed (see {args.json})", file=sys.stderr)
+        reasons = "; ".join(f"{name}: {reason}" if reason else name for name, reason in sorted(failed.items()))
+        print(f"distilrt: error: the benchmark of {len(failed)} runner(s) failed: {one_line(reasons)}", file=sys.stderr)
         return 1
     return 0
 

@@ -35,7 +35,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS, help=f"artifacts directory (default: "
                                                                              f"{DEFAULT_ARTIFACTS})")
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    parser.add_argument("--opset", type=int, default=default_of(ExportConfig, "opset"))
+    parser.add_argument("--opset", type=int, default=default_of(ExportConfig, "opset"), help="ONNX opset")
     parser.add_argument("--task-samples", type=int, default=default_of(VerifyConfig, "task_samples"),
                         help="inputs compared with the transformers pipeline (default %(default)s)")
     parser.add_argument("--variants", default="fp32",
@@ -45,7 +45,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                                         "default: the shipped SQuAD v1.1 dev / WikiText-2")
     parser.add_argument("--calib-size", type=int, default=default_of(CalibConfig, "size"),
                         help="calibration inputs (default %(default)s)")
-    parser.add_argument("--calibration-method", default=DEFAULT_CALIBRATION_METHOD, choices=CALIBRATION_METHODS)
+    parser.add_argument("--calibration-method", default=DEFAULT_CALIBRATION_METHOD, choices=CALIBRATION_METHODS,
+                        help="static int8 (int8-qdq, int8-qdq-trt): ONNX Runtime's calibrator")
     parser.add_argument("--eval-data", help="evaluation file for the gates (default: the held-out split of --calib's "
                                             "source)")
     add_evaluation_size_arguments(parser)
@@ -79,7 +80,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--exclude-lean-runtime", action="store_true",
                        help="leave the lean runtime out of a version-compatible plan (needs --version-compatible)")
     group.add_argument("--hardware-compatibility", default=default_of(EngineConfig, "hardware_compatibility"),
-                       choices=HARDWARE_COMPATIBILITY)
+                       choices=HARDWARE_COMPATIBILITY, help="GPUs the engine may run on besides the one it is built on")
     group.add_argument("--optimization-level", type=int, default=default_of(EngineConfig, "builder_optimization_level"),
                        help="TensorRT builder optimization level 0-5 (default %(default)s)")
     group.add_argument("--workspace-mb", type=int, help="builder workspace limit (default: TensorRT's)")
@@ -95,6 +96,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 def build(args) -> int:
     from distilrt.export.build import BuildOptions
+    from distilrt.export.build_log import build_log_path
     from distilrt.export.derived_bundles import VariantOptions
     from distilrt.export.pipeline import build_checkpoint
     from distilrt.export.variants import parse_variants
@@ -116,7 +118,9 @@ def build(args) -> int:
     engines = _engine_request(args) if args.engine else None
     built = build_checkpoint(args.checkpoint, variants, options, variant_options, engines)
     print(f"fp32: {built.fp32.path}")
-    return _report_outcomes(built.outcomes, built.summary, args)
+    status = _report_outcomes(built.outcomes, built.summary, args)
+    print(f"log: {build_log_path(args.out, args.checkpoint)}")
+    return status
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +134,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def engine(args) -> int:
+    from distilrt.export.build_log import LOG_FILE, build_log
     from distilrt.export.derived_bundles import VariantOptions
     from distilrt.export.engines.stage import build_engines
     from distilrt.export.pipeline import write_build_summary
@@ -145,9 +150,13 @@ def engine(args) -> int:
         sources = tuple(s for s in ENGINE_SOURCES if (directory / s / "manifest.json").is_file())
     options = VariantOptions(evaluation=EvalConfig(questions=args.eval_questions, masked_positions=args.eval_masks))
     request = _engine_request(args)
-    outcomes = build_engines(fp32, sources, request.config, options, timing_cache_dir=request.timing_cache_dir,
-                             device=request.device)
-    return _report_outcomes(outcomes, write_build_summary(fp32, outcomes), args)
+    log = directory / LOG_FILE
+    with build_log(log, append=True) as progress:  # after the build's own lines
+        outcomes = build_engines(fp32, sources, request.config, options, timing_cache_dir=request.timing_cache_dir,
+                                 device=request.device, progress=progress)
+    status = _report_outcomes(outcomes, write_build_summary(fp32, outcomes), args)
+    print(f"log: {log}")
+    return status
 
 
 def _engine_request(args):
@@ -197,11 +206,13 @@ def _check_data_file(path: str) -> None:
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path)
+    parser.add_argument("bundle", type=Path, help="the bundle to evaluate, e.g. artifacts/<checkpoint>/int8-qdq")
     parser.add_argument("--data", help="SQuAD-format JSON or text file (default: the shipped held-out split)")
     parser.add_argument("--reference", type=Path, help="a bundle to compare with (e.g. the fp32 variant)")
-    parser.add_argument("--questions", type=int, default=default_of(EvalConfig, "questions"))
-    parser.add_argument("--masks", type=int, default=default_of(EvalConfig, "masked_positions"))
+    parser.add_argument("--questions", type=int, default=default_of(EvalConfig, "questions"),
+                        help="question-answering: held-out questions")
+    parser.add_argument("--masks", type=int, default=default_of(EvalConfig, "masked_positions"),
+                        help="fill-mask: masked positions")
 
 
 def evaluate(args) -> int:
@@ -213,7 +224,7 @@ def evaluate(args) -> int:
 
 
 def add_rebuild_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path)
+    parser.add_argument("bundle", type=Path, help="a bundle whose manifest says how it was built")
     parser.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS, help=f"artifacts directory (default: "
                                                                              f"{DEFAULT_ARTIFACTS})")
 
@@ -232,23 +243,35 @@ def rebuild(args) -> int:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS / "demo")
-    parser.add_argument("--tiny", action="store_true", help="2-layer stand-ins (seconds) instead of full size")
-    parser.add_argument("--checkpoint", action="append", dest="checkpoints", help="only this one (repeatable)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_ARTIFACTS / "demo",
+                        help="where the bundles and summary.md (the table) go")
+    parser.add_argument("--tiny", action="store_true", help="2-layer stand-ins (about a minute) instead of full size")
+    parser.add_argument("--checkpoint", action="append", dest="checkpoints",
+                        help="only this one (repeatable; default: all five seed checkpoints)")
+    parser.add_argument("--keep-checkpoints", type=Path, metavar="DIR",
+                        help="keep the stand-in checkpoints in DIR/<checkpoint> (config, weights, tokenizer), to try "
+                             "`distilrt build DIR/<checkpoint>` offline (default: deleted after the build)")
 
 
 def demo(args) -> int:
     from distilrt.export.assets import SEED_CHECKPOINTS
-    from distilrt.export.demo import format_table, run_demo
+    from distilrt.export.demo import format_table, run_demo, write_summary
 
     checkpoints = tuple(args.checkpoints or SEED_CHECKPOINTS)
-    rows = run_demo(args.out, tiny=args.tiny, checkpoints=checkpoints)
+    unknown = sorted(set(checkpoints) - set(SEED_CHECKPOINTS))
+    if unknown:
+        raise UserInputError(f"--checkpoint {', '.join(unknown)}: the demo has stand-ins of "
+                             f"{', '.join(SEED_CHECKPOINTS)} only")
+    rows = run_demo(args.out, tiny=args.tiny, checkpoints=checkpoints, keep_checkpoints=args.keep_checkpoints)
     print(format_table(rows))
+    print(f"summary: {write_summary(rows, args.out, tiny=args.tiny)}")
+    if args.keep_checkpoints is not None:
+        print(f"checkpoints: {args.keep_checkpoints} (try: distilrt build {args.keep_checkpoints / checkpoints[0]})")
     return 0
 
 
 def add_lint_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
+    parser.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE", help="bundle directories to check")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every report as JSON to FILE")
 
 

@@ -34,8 +34,7 @@ class Checkpoint:
 
     @property
     def name(self) -> str:
-        """Directory name for artifacts/: the hub id's last part, or the local directory's name."""
-        return Path(self.id.rstrip("/")).name
+        return checkpoint_name(self.id)
 
     @property
     def stand_in(self) -> dict | None:
@@ -54,6 +53,11 @@ class Checkpoint:
             "random_weights": self.random_weights,
             "stand_in": self.stand_in,
         }
+
+
+def checkpoint_name(id_or_path: str) -> str:
+    """Directory name for artifacts/: the hub id's last part, or the local directory's name."""
+    return Path(str(id_or_path).rstrip("/")).name
 
 
 def resolve_checkpoint(id_or_path: str, *, task: str | None = None, revision: str | None = None) -> Checkpoint:

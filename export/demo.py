@@ -6,14 +6,18 @@ same work as on the published weights; only the answers are meaningless.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distilrt.export.assets import SEED_CHECKPOINTS
 from distilrt.export.build import BuildOptions, BuildResult, build_fp32
+from distilrt.export.build_log import build_log, build_log_path
 from distilrt.export.random_checkpoint import make_random_checkpoint
 from distilrt.progress import Progress, print_progress
+
+SUMMARY_FILE = "summary.md"
 
 
 @dataclass(frozen=True)
@@ -30,15 +34,44 @@ class DemoRow:
 
 
 def run_demo(out_dir: Path, *, tiny: bool = False, checkpoints: tuple[str, ...] = tuple(SEED_CHECKPOINTS),
-             options: BuildOptions | None = None, progress: Progress = print_progress) -> list[DemoRow]:
+             options: BuildOptions | None = None, progress: Progress = print_progress,
+             keep_checkpoints: Path | None = None) -> list[DemoRow]:
+    """Build each stand-in's fp32 bundle into ``out_dir``. The stand-in checkpoints are made in a temp dir and
+    deleted, unless ``keep_checkpoints`` names a directory to keep them in (then the manifests' source paths
+    exist, and `distilrt build DIR/<checkpoint>` can be tried offline)."""
     rows = []
-    with tempfile.TemporaryDirectory(prefix="distilrt-demo-") as scratch:
+    with _checkpoints_dir(keep_checkpoints) as scratch:
         for name in checkpoints:
             progress(f"making a {'tiny' if tiny else 'full-size'} RANDOM-weight stand-in for {name}")
-            directory = make_random_checkpoint(name, Path(scratch) / name, tiny=tiny)
-            result = build_fp32(str(directory), replace(options or BuildOptions(), out_dir=out_dir), progress)
+            directory = make_random_checkpoint(name, scratch / name, tiny=tiny)
+            with build_log(build_log_path(out_dir, name), progress) as logged:
+                result = build_fp32(str(directory), replace(options or BuildOptions(), out_dir=out_dir), logged)
             rows.append(_row(name, result))
     return rows
+
+
+@contextlib.contextmanager
+def _checkpoints_dir(keep: Path | None):
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep.resolve()  # manifests record where the checkpoint is: an absolute path stays valid
+        return
+    with tempfile.TemporaryDirectory(prefix="distilrt-demo-") as scratch:
+        yield Path(scratch)
+
+
+def write_summary(rows: list[DemoRow], out_dir: Path, *, tiny: bool) -> Path:
+    """The demo's table as Markdown beside its bundles (out_dir/summary.md)."""
+    path = Path(out_dir) / SUMMARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = "tiny (2-layer)" if tiny else "full-size"
+    text = (f"# distilrt demo: {kind} RANDOM-weight stand-ins\n\n"
+            "Real configs and tokenizers, random weights: the figures check export, verification and the runtime; "
+            "the answers are meaningless.\n\n" + format_table(rows) + "\n")
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(text, encoding="utf-8")
+    staged.replace(path)
+    return path
 
 
 def _row(name: str, result: BuildResult) -> DemoRow:

@@ -35,6 +35,7 @@ import numpy as np
 from distilrt.backends import open_backend
 from distilrt.config import StageConfig, check_int
 from distilrt.errors import UserInputError
+from distilrt.export.build_log import Steps
 from distilrt.export.config import Gate, PrecisionConfig
 from distilrt.export.precision import convert, float_nodes, weighted_nodes
 from distilrt.progress import Progress
@@ -85,7 +86,7 @@ def search_int8(recipe: PrecisionConfig, source: Path, gate: Gate, score, feeds:
     with tempfile.TemporaryDirectory(prefix="distilrt-int8-search-") as scratch:
         scratch = Path(scratch)
         candidate = scratch / "candidate.onnx"
-        convert(recipe, source, candidate, feeds, work_dir=scratch)
+        convert(recipe, source, candidate, feeds, work_dir=scratch, progress=progress)
         spec_float = set(float_nodes(candidate, recipe))
         linear = [n for n in weighted_nodes(source, recipe.op_types) if n not in spec_float]
         budget = int(config.max_float_share * len(linear))
@@ -130,12 +131,14 @@ def layer_sensitivity(recipe: PrecisionConfig, source: Path, layers: list[str], 
     progress(f"{recipe.variant} search: sensitivity of {len(layers)} linear layers on {len(probe)} real inputs")
     path = scratch / "alone.onnx"
     results = []
-    for layer in layers:
-        others = [n for n in layers if n != layer]
-        convert(recipe.with_float_nodes(others), source, path, feeds, work_dir=scratch)
-        with open_backend("onnxruntime", path) as model:
-            error = float(np.mean([_relative_error(model.run(feed), want) for feed, want in zip(probe, expected)]))
-        results.append({"node": layer, "relative_error": error})
+    with Steps(progress, f"{recipe.variant} search: sensitivity", len(layers), "layers") as steps:
+        for layer in layers:
+            others = [n for n in layers if n != layer]
+            convert(recipe.with_float_nodes(others), source, path, feeds, work_dir=scratch)
+            with open_backend("onnxruntime", path) as model:
+                error = float(np.mean([_relative_error(model.run(feed), want) for feed, want in zip(probe, expected)]))
+            results.append({"node": layer, "relative_error": error})
+            steps.advance()
     return sorted(results, key=lambda r: -r["relative_error"])
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distilrt.bundle import Bundle
 from distilrt.export.build import BuildOptions, BuildResult, build_fp32
+from distilrt.export.build_log import build_log, build_log_path
 from distilrt.export.config import ENGINE_SOURCES, EngineConfig
 from distilrt.export.derived_bundles import VariantOptions, VariantOutcome
 from distilrt.export.variants import build_variants
@@ -48,18 +49,20 @@ def build_checkpoint(checkpoint: str, variants: tuple[str, ...], options: BuildO
                      variant_options: VariantOptions = VariantOptions(), engines: EngineRequest | None = None,
                      progress: Progress = print_progress) -> CheckpointBuild:
     """fp32 → variants → engines (if ``engines``) → build-summary.json. Raises only if fp32 cannot be built; a
-    variant or engine that fails is recorded in the summary with the reason."""
-    fp32 = build_fp32(checkpoint, options, progress)
-    outcomes = build_variants(fp32, variants, variant_options, progress)
-    engine_outcomes = []
-    if engines is not None:
-        from distilrt.export.engines.stage import build_engines
+    variant or engine that fails is recorded in the summary with the reason. Library output goes to
+    artifacts/<checkpoint>/build.log (distilrt.export.build_log)."""
+    with build_log(build_log_path(options.out_dir, checkpoint), progress) as progress:
+        fp32 = build_fp32(checkpoint, options, progress)
+        outcomes = build_variants(fp32, variants, variant_options, progress)
+        engine_outcomes = []
+        if engines is not None:
+            from distilrt.export.engines.stage import build_engines
 
-        sources = tuple(v for v in variants if v in ENGINE_SOURCES)
-        engine_outcomes = build_engines(fp32, sources, engines.config, variant_options,
-                                        timing_cache_dir=engines.timing_cache_dir, device=engines.device,
-                                        progress=progress)
-    summary = write_build_summary(fp32, outcomes + engine_outcomes)
+            sources = tuple(v for v in variants if v in ENGINE_SOURCES)
+            engine_outcomes = build_engines(fp32, sources, engines.config, variant_options,
+                                            timing_cache_dir=engines.timing_cache_dir, device=engines.device,
+                                            progress=progress)
+        summary = write_build_summary(fp32, outcomes + engine_outcomes)
     return CheckpointBuild(fp32, outcomes, engine_outcomes, summary)
 
 

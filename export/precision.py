@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from distilrt.errors import ExportError
+from distilrt.export.build_log import Steps
 from distilrt.export.config import PrecisionConfig
+from distilrt.progress import Progress
 
 
 def convert(config: PrecisionConfig, source: Path, target: Path,
-            calibration_feeds: Iterable[Mapping[str, np.ndarray]] | None = None, work_dir: Path | None = None) -> None:
+            calibration_feeds: Iterable[Mapping[str, np.ndarray]] | None = None, work_dir: Path | None = None,
+            progress: Progress | None = None) -> None:
     """Write ``source`` converted by ``config`` to ``target``. Static int8 with a ``work_dir`` keeps the prepared
     graph and the calibrated tensor ranges there, so that converting again with other float nodes (the accuracy
     search) skips the calibration."""
@@ -29,7 +32,7 @@ def convert(config: PrecisionConfig, source: Path, target: Path,
     else:
         if calibration_feeds is None:
             raise ExportError(f"{config.variant} needs calibration inputs")
-        to_int8_static(source, target, config, calibration_feeds, work_dir)
+        to_int8_static(source, target, config, calibration_feeds, work_dir, progress)
 
 
 def float_nodes(path: Path, config: PrecisionConfig) -> list[str]:
@@ -92,15 +95,19 @@ CALIBRATION_CHUNK = 16
 class _FeedReader:
     """onnxruntime's CalibrationDataReader protocol over a list of feeds, readable in ranges (chunks)."""
 
-    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]]):
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]], steps: Steps | None = None):
         self._feeds = [dict(feed) for feed in feeds]
         self._next = iter(self._feeds)
+        self._steps = steps  # counts the inputs ONNX Runtime has run (calibration is minutes at full size)
 
     def __len__(self) -> int:
         return len(self._feeds)
 
     def get_next(self):
-        return next(self._next, None)
+        feed = next(self._next, None)
+        if feed is not None and self._steps is not None:
+            self._steps.advance()
+        return feed
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self._next = iter(self._feeds[start_index:end_index])
@@ -112,7 +119,8 @@ def _chunk_size(count: int, largest: int = CALIBRATION_CHUNK) -> int:
 
 
 def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
-                   calibration_feeds: Iterable[Mapping[str, np.ndarray]], work_dir: Path | None = None) -> None:
+                   calibration_feeds: Iterable[Mapping[str, np.ndarray]], work_dir: Path | None = None,
+                   progress: Progress | None = None) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -127,7 +135,10 @@ def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
     extra_options["OpTypesToExcludeOutputQuantization"] = list(config.op_types)
     if config.percentile is not None:
         extra_options["CalibPercentile"] = config.percentile
-    reader = _FeedReader(calibration_feeds)
+    feeds = list(calibration_feeds)
+    steps = Steps(progress, f"{config.variant}: calibrating ({config.calibration_method})", len(feeds), "inputs") \
+        if progress is not None else None
+    reader = _FeedReader(feeds, steps)
     # Despite its name, this option makes quantize_static calibrate in chunks with any method (quantize.py).
     extra_options["CalibStridedMinMax"] = _chunk_size(len(reader))
     with tempfile.TemporaryDirectory(prefix="distilrt-quant-") as scratch:
@@ -151,6 +162,9 @@ def to_int8_static(source: Path, target: Path, config: PrecisionConfig,
             )
         except Exception as e:
             raise ExportError(f"onnxruntime static quantization ({config.variant}) failed on {source}: {e}") from e
+        finally:
+            if steps is not None:
+                steps.close()
     keep_other_consumers_float(target, config.op_types)
 
 

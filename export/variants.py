@@ -128,7 +128,7 @@ def _make_graph(reference: Reference, variant: str, options: VariantOptions, scr
         except UserInputError as e:  # e.g. a small evaluation file leaves no held-out data for a search split
             progress(f"{variant}: int8 search skipped ({e}); the spec's recipe goes to the gate as it is")
     # The published graph is made afresh from its config alone, exactly as `distilrt rebuild` will make it.
-    convert(precision, source, target, feeds)
+    convert(precision, source, target, feeds, progress=progress)
     return precision, search
 
 

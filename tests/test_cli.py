@@ -61,7 +61,7 @@ def test_build_with_variants_writes_a_summary(tiny_checkpoints, tmp_path, capsys
     assert [v["variant"] for v in summary["variants"]] == ["fp32", "fused", "int8-dynamic"]
     assert all(v["published"] for v in summary["variants"])
     assert sorted(p.name for p in (tmp_path / directory.name).iterdir()) == [
-        "build-summary.json", "fp32", "fused", "int8-dynamic"]
+        "build-summary.json", "build.log", "fp32", "fused", "int8-dynamic"]
 
 
 def test_eval_command(tiny_bundles, capsys):
@@ -97,7 +97,7 @@ def test_unusable_calibration_file_is_a_clear_error(tiny_checkpoints, tmp_path, 
     assert main(argv) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("distilrt: error: ") and message in last
-    assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == ["fp32"]
+    assert sorted(p.name for p in (tmp_path / "out" / name).iterdir()) == ["build.log", "fp32"]
 
 
 def test_unknown_variant_is_refused(tiny_checkpoints, capsys):
