@@ -41,19 +41,43 @@ def to_terminal(progress: Progress) -> bool:
 @contextlib.contextmanager
 def build_log(path: Path, progress: Progress = print_progress, *, append: bool = False) -> Iterator[Progress]:
     """Send library output to ``path`` for the duration; yields the progress function to use inside, which also
-    writes each line to the log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a" if append else "w", encoding="utf-8", buffering=1) as log:
-        log.write(f"# distilrt build log, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
-
+    writes each line to the log. The file is made on the first line written, so a build that fails before
+    its first step (a checkpoint that does not exist) leaves no artifacts directory behind."""
+    with _LazyLog(path, progress, append) as log:
         def logged(message: str) -> None:
             log.write(f"[distilrt] {message}\n")
             progress(message)
 
         logged.prints_to = getattr(progress, "prints_to", progress)
-        progress(f"build log (library output): {path}")
         with contextlib.redirect_stdout(log), _logging_to(log), _warnings_to(log):
             yield logged
+
+
+class _LazyLog:
+    """A text stream that opens its file on the first write (and says where on ``progress``)."""
+
+    def __init__(self, path: Path, progress: Progress, append: bool):
+        self.path, self._progress, self._append = Path(path), progress, append
+        self._file: TextIO | None = None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a" if self._append else "w", encoding="utf-8", buffering=1)
+            self._file.write(f"# distilrt build log, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+            self._progress(f"build log (library output): {self.path}")
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def __enter__(self) -> _LazyLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 @contextlib.contextmanager

@@ -208,3 +208,11 @@ def test_steps_draw_a_bar_on_a_terminal(monkeypatch, capsys):
         for _ in range(3):
             steps.advance()
     assert lines == [] and "sensitivity" in capsys.readouterr().err
+
+
+def test_a_build_that_cannot_start_leaves_no_artifacts_directory(tmp_path, capsys):
+    """The build log is made on its first line: a checkpoint that does not exist leaves nothing behind."""
+    assert main(["build", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("distilrt: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
