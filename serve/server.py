@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +49,12 @@ class TritonProcess(Closable):
     """A tritonserver process on a model repository, with the environment its Python backend needs."""
 
     def __init__(self, repository: Path, ports: Ports = Ports(), *, access: Access | None = None,
-                 log: Path | None = None, exit_timeout_s: int = 30, log_verbose: int = 0):
+                 log: Path | None = None, exit_timeout_s: int = 30, log_verbose: int = 0,
+                 expected_stubs: Mapping[str, int] | None = None):
         self.repository = Path(repository)
         self.ports = ports
         self.access = access or Access()
+        self.expected_stubs = dict(expected_stubs or {})  # stubs per model: one per instance of a Python model
         self._stubs: list[Stub] = []
         self._regions: set[str] = set()  # the Python backend's /dev/shm regions, removed if tritonserver cannot
         self.exit_timeout_s = exit_timeout_s
@@ -122,9 +125,13 @@ class TritonProcess(Closable):
         """Note the backend stubs of the ready server and the shared-memory regions they use."""
         self._stubs = backend_stubs(self._process.pid, self.repository)
         self._regions |= shm_regions([self._process.pid, *(stub.pid for stub in self._stubs)])
+        # A stub that died between readiness and this look is not among them: count them per model.
+        for model, count in self.expected_stubs.items():
+            missing = count - sum(stub.model == model for stub in self._stubs)
+            self._stubs += [Stub(pid=0, start_time=0, model=model)] * max(0, missing)  # pid 0: never alive
 
     def dead_stubs(self) -> list[Stub]:
-        """The backend stubs, seen when the server became ready, that are no longer running."""
+        """The backend stubs that should be running since the server became ready and are not."""
         return [stub for stub in self._stubs if not stub.alive()]
 
     def poll(self) -> int | None:
@@ -211,7 +218,8 @@ def serve(bundle_args: list[str], config: ServingConfig, ports: Ports = Ports(),
     with tempfile.TemporaryDirectory(prefix="distilrt-serve-") as tmp:
         repository = Path(tmp) / "repository"
         write_repository(models, repository, config, form="python", copy_bundles=False)
-        server = TritonProcess(repository, ports, access=access, log=log_file, exit_timeout_s=exit_timeout_s)
+        server = TritonProcess(repository, ports, access=access, log=log_file, exit_timeout_s=exit_timeout_s,
+                               expected_stubs={name: config.instances for name, _ in models})
         stop = {"signal": None, "dead": []}
 
         def shut_down(signum, _frame):
@@ -252,7 +260,8 @@ def _run(server: TritonProcess, stop: dict) -> int:
         if dead:
             started = time.monotonic()
             server.kill()
-            stubs = ", ".join(f"{stub.model} (pid {stub.pid})" for stub in dead)
+            stubs = ", ".join(f"{stub.model} ({f'pid {stub.pid}' if stub.pid else 'gone when the server was ready'})"
+                              for stub in dead)
             print(f"distilrt serve: the Python backend stub of {stubs} died; Triton does not restart it and would go "
                   "on reporting ready while failing every request, so tritonserver was killed "
                   f"({time.monotonic() - started:.1f} s) and its shared memory removed; exiting "

@@ -26,6 +26,8 @@ class Stub:
     model: str  # the model this stub runs (the repository directory its model.py is in)
 
     def alive(self) -> bool:
+        if self.pid <= 0:  # a stub that should be there and was not
+            return False
         stat = _stat(self.pid)
         return stat is not None and stat[2] not in ("Z", "X") and int(stat[21]) == self.start_time
 
