@@ -239,7 +239,8 @@ def serve(bundle_args: list[str], config: ServingConfig, ports: Ports = Ports(),
             if stop["signal"] is None:
                 log = f"Triton's log: {log_file}" if log_file is not None else "Triton's log: above"
                 print(f"distilrt serve: {len(models)} model(s) ready: {', '.join(name for name, _ in models)}; "
-                      f"HTTP {server.url}, gRPC {server.grpc_url}, metrics {server.metrics_url}; "
+                      f"HTTP {access.host}:{ports.http}, gRPC {access.host}:{ports.grpc}, "
+                      f"metrics {access.host}:{ports.metrics}; "
                       f"{access.summary()}; {log} (pid {os.getpid()})", file=sys.stderr, flush=True)
                 if on_ready is not None:
                     on_ready(models)
