@@ -4,11 +4,12 @@ ONNX Runtime in the same `distilrt bench` run, so that a model-only latency read
 
 The floor graph holds, for every int8 linear layer of the bundle (its weight shapes, K x N, read from its ONNX;
 a fused QAttention's QKV projection is one K x 3H product), DynamicQuantizeLinear -> MatMulInteger -> Cast ->
-Mul(scale) on M = batch x sequence rows, with random int8 weights: the op form ONNX Runtime's dynamic
-quantization writes, which the session fuses into DynamicQuantizeMatMul exactly as it does in the bundle. No
-attention, LayerNorm, GELU, embedding, nor the layers left in float: only the int8 products. Each layer gets its
-own input name (bound to one shared buffer per width), so ONNX Runtime cannot merge the quantization of equal
-inputs, and inputs and outputs are bound once (IOBinding), so a timed run is the kernels alone.
+Mul(scale) on M = batch x sequence rows, with random weights of the bundle's type (int8 or uint8): the op
+form ONNX Runtime's dynamic quantization writes, which the session fuses into DynamicQuantizeMatMul exactly as it
+does in the bundle. No attention, LayerNorm, GELU, embedding, nor the layers left in float: only the int8
+products. Each layer gets its own input name (bound to one shared buffer per width), so ONNX Runtime cannot merge
+the quantization of equal inputs, and inputs and outputs are bound once (IOBinding), so a timed run is the
+kernels alone.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class LinearLayer:
     k: int
     n: int
     per_channel: bool  # one weight scale and zero point per output column, as the bundle has
+    # uint8 weights run ONNX Runtime's u8 x u8 kernels, int8 weights its u8 x s8 kernels (VNNI where the CPU has it)
+    unsigned: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ def linear_layers(model_path: Path) -> tuple[list[LinearLayer], int]:
         if weight is None or weight.data_type not in _INT8_TYPES or len(weight.dims) != 2:
             continue
         per_channel = zero_point is not None and len(zero_point.dims) == 1 and zero_point.dims[0] > 1
-        layers.append(LinearLayer(node.name, int(weight.dims[0]), int(weight.dims[1]), per_channel))
+        layers.append(LinearLayer(node.name, int(weight.dims[0]), int(weight.dims[1]), per_channel,
+                                  unsigned=weight.data_type == onnx.TensorProto.UINT8))
     return layers, float_layers
 
 
@@ -103,10 +107,12 @@ def floor_model(layers: list[LinearLayer], rows: int, seed: int = 0):
     for i, layer in enumerate(layers):
         channels = layer.n if layer.per_channel else 1
         shape = [layer.n] if layer.per_channel else []
-        weight = rng.integers(-127, 128, size=(layer.k, layer.n), dtype=np.int8)
+        dtype = np.uint8 if layer.unsigned else np.int8
+        zero = 128 if layer.unsigned else 0
+        weight = rng.integers(zero - 127, zero + 128, size=(layer.k, layer.n), dtype=dtype)
         scale = rng.uniform(0.001, 0.01, size=channels).astype(np.float32).reshape(shape)
         initializers += [numpy_helper.from_array(weight, f"w{i}"), numpy_helper.from_array(scale, f"w{i}_scale"),
-                         numpy_helper.from_array(np.zeros(shape, dtype=np.int8), f"w{i}_zero_point")]
+                         numpy_helper.from_array(np.full(shape, zero, dtype=dtype), f"w{i}_zero_point")]
         inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [rows, layer.k]))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [rows, layer.n]))
         nodes += [

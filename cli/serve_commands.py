@@ -35,6 +35,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundles", nargs="+", metavar="BUNDLE",
                         help="bundle directory, a directory of bundles (artifacts/<checkpoint>), or NAME=BUNDLE to name "
                              "its model (default name: <checkpoint>-<variant>)")
+    from distilrt.serve.access import ADMIN_HEADER, MIN_KEY_LENGTH, RESTRICTED_APIS
+
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address HTTP, gRPC and metrics listen on (default %(default)s, this machine only; "
+                             "0.0.0.0 for every interface)")
     parser.add_argument("--http-port", type=int, default=Ports.http, help="default %(default)s")
     parser.add_argument("--grpc-port", type=int, default=Ports.grpc, help="default %(default)s")
     parser.add_argument("--metrics-port", type=int, default=Ports.metrics, help="default %(default)s")
@@ -44,14 +49,27 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per instance (default: one per physical core)")
     parser.add_argument("--exit-timeout", type=int, default=30,
                         help="on SIGTERM, seconds to finish requests in flight (default %(default)s)")
+    parser.add_argument("--admin-key", metavar="KEY",
+                        help=f"the value of header {ADMIN_HEADER} that opens the restricted APIs "
+                             f"({', '.join(RESTRICTED_APIS)}); at least {MIN_KEY_LENGTH} characters (default: a "
+                             "random secret per start, so that nobody can call them)")
+    parser.add_argument("--open-api", action="append", default=[], choices=RESTRICTED_APIS, metavar="API",
+                        help=f"open a restricted API to every client, deliberately (repeatable): one of "
+                             f"{', '.join(RESTRICTED_APIS)}")
+    log = parser.add_mutually_exclusive_group()
+    log.add_argument("--log-file", type=Path, help="Triton's log (mode 0600; default: a new distilrt-serve-*.log in "
+                                                   "the temporary directory)")
+    log.add_argument("--verbose", action="store_true", help="Triton's log on the console instead of a file")
 
 
 def serve(args) -> int:
+    from distilrt.serve.access import Access, random_key
     from distilrt.serve.server import Ports, serve
 
     config = _config(args, backend=args.backend, threads=args.threads)
-    return serve(args.bundles, config, Ports(args.http_port, args.grpc_port, args.metrics_port),
-                 exit_timeout_s=args.exit_timeout)
+    access = Access(host=args.host, admin_key=args.admin_key or random_key(), open_apis=tuple(args.open_api))
+    return serve(args.bundles, config, Ports(args.http_port, args.grpc_port, args.metrics_port), access=access,
+                 log_file=args.log_file, verbose=args.verbose, exit_timeout_s=args.exit_timeout)
 
 
 def add_triton_repo_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from distilrt.export.verify import verify_task, verify_tensors
 from distilrt.files import staging_dir
 from distilrt.manifest import SCHEMA_VERSION
 from distilrt.progress import Progress, print_progress
-from distilrt.provenance import tool_versions
+from distilrt.provenance import cpu_isa, tool_versions
 from distilrt.tokenization import MASK_POSITIONS
 
 
@@ -94,7 +94,8 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
                 "verify": options.verify.to_dict(),
                 "tolerances": options.tolerances.to_dict(),
             },
-            "tools": tool_versions(),
+            # cpu_isa: calibration and gates computed with that CPU's kernels (tests/test_compatibility.py)
+            "tools": {**tool_versions(), "cpu_isa": cpu_isa()},
         }
         write_manifest(staging, manifest)
 

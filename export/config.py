@@ -147,6 +147,11 @@ class PrecisionConfig(StageConfig):
     per_channel: bool = False
     activation_type: str | None = None  # "uint8" | "int8"
     symmetric: bool = False  # zero point 0 for activations and weights (what TensorRT requires)
+    # int8-dynamic: "uint8" weights. ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2, AVX-512F)
+    # add pairs of products in int16 with saturation, which cost tiny stand-ins 9-15 points of top-1 agreement
+    # on an AVX2 machine; u8 x u8 kernels widen to int16 first and cannot saturate, so the gate measured on one
+    # CPU holds on every other (docs/design.md#quantization). Older manifests lack it: "int8".
+    weight_type: str = "int8"
 
     def __post_init__(self):
         if self.variant not in PRECISION_VARIANTS:
@@ -157,6 +162,8 @@ class PrecisionConfig(StageConfig):
             raise UserInputError(
                 f"calibration method {self.calibration_method!r} is unknown; use one of {', '.join(CALIBRATION_METHODS)}"
             )
+        if self.weight_type not in ("int8", "uint8") or (self.is_static_int8 and self.weight_type != "int8"):
+            raise UserInputError(f"weight_type must be 'int8' or, for int8-dynamic, 'uint8'; got {self.weight_type!r}")
         if self.percentile is not None and not 90.0 <= self.percentile < 100.0:
             raise UserInputError(f"percentile must be in [90, 100), got {self.percentile}")
 
@@ -179,7 +186,7 @@ class PrecisionConfig(StageConfig):
         # Per-channel weights: on a real encoder (fine-tuned MiniLM, 2,000 held-out questions) per-tensor weights
         # kept 93.5% of fp32's gold F1 and per-channel 98.8% (docs/design.md#quantization).
         return cls("int8-dynamic", "fused", op_types=("MatMul", "Attention"), keep_float=tuple(keep_float),
-                   per_channel=True)
+                   per_channel=True, weight_type="uint8")
 
     @classmethod
     def int8_qdq(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),

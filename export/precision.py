@@ -76,7 +76,8 @@ def to_int8_dynamic(source: Path, target: Path, config: PrecisionConfig) -> None
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=config.per_channel,
+        weight_type = QuantType.QUInt8 if config.weight_type == "uint8" else QuantType.QInt8
+        quantize_dynamic(str(source), str(target), weight_type=weight_type, per_channel=config.per_channel,
                          op_types_to_quantize=list(config.op_types),
                          nodes_to_exclude=float_nodes(source, config),
                          # Without it the fused graph fails: "Unable to find data type for weight_name"

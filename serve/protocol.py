@@ -1,10 +1,11 @@
 """What a served bundle takes and gives: Triton tensors of text in, the pipeline's answers as JSON out.
 
-One request is one example. Question answering takes ``question`` and ``context``; fill-mask takes ``text``.
-The pipeline's keyword arguments are optional tensors of the same names. Every tensor has a batch axis
-(``max_batch_size`` > 0, so Triton's dynamic batcher can group requests) and one element per request, except
-``targets``, a list of strings. The answer is one ``answers`` element: the pipeline's result for that example
-as UTF-8 JSON, exactly what ``distilrt.load(bundle)(...)`` returns for it.
+Each item of a request is one example. Question answering takes ``question`` and ``context``; fill-mask takes
+``text``. The pipeline's keyword arguments are optional tensors of the same names. Every tensor has a batch
+axis (``max_batch_size`` > 0, so Triton's dynamic batcher can group requests): a request of shape [N, 1] holds
+N examples (N up to max_batch_size), one element each, except ``targets``, a list of strings per example.
+The answer is one ``answers`` element per example: the pipeline's result for it as UTF-8 JSON, exactly what
+``distilrt.load(bundle)(...)`` returns for it.
 
 The checks here run on each request before it joins a batch, so one bad request is answered with its own
 error and cannot fail the others.
@@ -58,6 +59,10 @@ INPUTS: dict[str, tuple[TensorSpec, ...]] = {
 }
 OUTPUTS = (TensorSpec(OUTPUT, "TYPE_STRING"),)
 assert tuple(INPUTS) == TASKS
+# Bounds of the integer options a request may give: an INT32 can ask for 2**31 answers or tokens, which no
+# head needs and which would cost the server memory before the head's own checks run. doc_stride may be 0.
+MAX_OPTION = 65536
+_OPTION_MINIMUM = {"doc_stride": 0}
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,36 @@ def inputs_of(task: str) -> tuple[TensorSpec, ...]:
     return INPUTS[task]
 
 
+def read_batch(task: str, get: Callable[[str], np.ndarray | None], max_text_bytes: int) -> list[Request]:
+    """Decode and check one Triton request of N examples (its inputs' batch axis): one Request per example.
+
+    Raises UserInputError for the first bad example, naming it when there are several.
+    """
+    arrays = {spec.name: get(spec.name) for spec in inputs_of(task)}
+    arrays = {name: np.asarray(value) for name, value in arrays.items() if value is not None}
+    sizes = {name: (array.shape[0] if array.ndim else 1) for name, array in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise UserInputError(f"the inputs' batch sizes differ ({sizes}); send every input with one row per example")
+    count = next(iter(sizes.values()), 1)
+    if count < 1:
+        raise UserInputError("the request holds no example (batch size 0); send at least one")
+    requests = []
+    for index in range(count):
+        def item(name: str, index=index):
+            array = arrays.get(name)
+            return None if array is None else (array if array.ndim == 0 else array[index:index + 1])
+
+        try:
+            requests.append(read_request(task, item, max_text_bytes))
+        except UserInputError as e:
+            if count == 1:
+                raise
+            raise UserInputError(f"example {index} of {count}: {e}") from None
+    return requests
+
+
 def read_request(task: str, get: Callable[[str], np.ndarray | None], max_text_bytes: int) -> Request:
-    """Decode and check one request; ``get(name)`` gives an input's array (batch axis of 1) or None if absent.
+    """Decode and check one example; ``get(name)`` gives an input's array (batch axis of 1) or None if absent.
 
     Raises UserInputError naming the input and the fix. Triton itself refuses unknown models, missing required
     inputs and wrong data types before a request gets here.
@@ -98,8 +131,15 @@ def read_request(task: str, get: Callable[[str], np.ndarray | None], max_text_by
         elif spec.data_type == "TYPE_BOOL":
             options.append((spec.name, bool(_single(spec, array))))
         else:
-            options.append((spec.name, int(_single(spec, array))))
+            options.append((spec.name, _bounded(spec.name, int(_single(spec, array)))))
     return Request(tuple(texts), tuple(options))
+
+
+def _bounded(name: str, value: int) -> int:
+    minimum = _OPTION_MINIMUM.get(name, 1)
+    if not minimum <= value <= MAX_OPTION:
+        raise UserInputError(f"{name} must be an integer from {minimum} to {MAX_OPTION}, got {value}")
+    return value
 
 
 def _single(spec: TensorSpec, array: np.ndarray):

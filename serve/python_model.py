@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from distilrt.backends import Closable
-from distilrt.errors import BackendError, DistilrtError, ServerError, UserInputError, one_line
+from distilrt.errors import BackendError, DistilrtError, ServerError, UnsupportedError, UserInputError, one_line
 from distilrt.serve.batching import answer_batch
-from distilrt.serve.protocol import OUTPUT, encode_answers, read_request
+from distilrt.serve.protocol import OUTPUT, encode_answers, read_batch
 
 logger = logging.getLogger("distilrt.serve")
 
@@ -50,31 +50,53 @@ class ServedModel(Closable):
             raise ServerError(f"model parameter form is {form!r}; distilrt's Python model runs 'bundle' or 'bls'")
 
     def execute(self, requests: list) -> list:
-        """One response per request, in order: the answers, or that request's own error."""
-        decoded = []
+        """One response per request, in order: an answer per example, or that request's own error.
+
+        A request may hold several examples (shape [N, 1]); Triton's batch, all requests together, holds at most
+        max_batch_size examples, which the head runs as one batch.
+        """
+        examples, counts = [], []
         for request in requests:
             try:
-                decoded.append(read_request(self.task, lambda name, r=request: _input(self._pb_utils, r, name),
-                                            self.max_text_bytes))
+                decoded = read_batch(self.task, lambda name, r=request: _input(self._pb_utils, r, name),
+                                     self.max_text_bytes)
             except UserInputError as e:
-                decoded.append(e)
+                decoded = [e]
+            examples.extend(decoded)
+            counts.append(len(decoded))
         try:
-            answers = answer_batch(self.head, self.task, decoded)
+            answers = answer_batch(self.head, self.task, examples)
         except Exception as e:  # a bug: every request of this batch is told, and the model keeps serving
             logger.error("distilrt: a batch of %d requests failed:\n%s", len(requests), traceback.format_exc())
             answers = [ServerError(f"internal error in the distilrt model ({type(e).__name__}: {one_line(e)})")] \
-                * len(requests)
-        return [self._response(answer) for answer in answers]
+                * len(examples)
+        responses, start = [], 0
+        for count in counts:
+            responses.append(self._response(answers[start:start + count]))
+            start += count
+        return responses
 
-    def _response(self, answer):
+    def _response(self, answers: list):
+        """One request's response: its examples' answers, or the first error among them."""
         pb_utils = self._pb_utils
-        if isinstance(answer, DistilrtError):
-            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(one_line(answer)))
-        element = np.array([[encode_answers(answer)]], dtype=np.object_)  # (batch 1, one element)
+        for index, answer in enumerate(answers):
+            if isinstance(answer, DistilrtError):
+                where = f"example {index} of {len(answers)}: " if len(answers) > 1 else ""
+                return pb_utils.InferenceResponse(output_tensors=[],
+                                                  error=triton_error(pb_utils, where + one_line(answer), answer))
+        element = np.array([[encode_answers(answer)] for answer in answers], dtype=np.object_)  # (batch N, 1 each)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT, element)])
 
     def close(self) -> None:
         self.head.close()
+
+
+def triton_error(pb_utils, message: str, error: DistilrtError):
+    """The client's own mistakes as Triton's INVALID_ARG (HTTP 400, gRPC INVALID_ARGUMENT); anything else is
+    the server's fault (INTERNAL: HTTP 500, gRPC INTERNAL)."""
+    client_fault = isinstance(error, (UserInputError, UnsupportedError))
+    code = pb_utils.TritonError.INVALID_ARG if client_fault else pb_utils.TritonError.INTERNAL
+    return pb_utils.TritonError(message, code)
 
 
 def _input(pb_utils, request, name: str):

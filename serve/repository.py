@@ -32,6 +32,29 @@ MODEL_TEMPLATE = Path(__file__).with_name("python_backend_model.py")
 _CONFIG_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
 
+# What `distilrt serve` does for safety, and a repository given to one's own tritonserver must be told.
+DEPLOYMENT_ADVICE = """\
+# A Triton model repository written by `distilrt triton-repo`
+
+Serve it with tritonserver --model-repository=THIS_DIRECTORY. Triton's defaults open every API on every
+interface; `distilrt serve` does not, and neither should this server:
+
+- Bind one interface: --http-address=127.0.0.1 --grpc-address=127.0.0.1 --metrics-address=127.0.0.1 (or the
+  address a proxy in front of it uses).
+- Restrict the APIs a text client never needs to requests carrying an admin key. System shared memory above
+  all: a client can register the Python backend stub's own /dev/shm region as an output buffer and crash the
+  server with its next request.
+
+      --http-restricted-api=shared-memory,logging,trace,model-repository,model-config:distilrt-admin-key=KEY
+      --grpc-restricted-protocol=shared-memory,logging,trace,model-repository,model-config:distilrt-admin-key=KEY
+
+  with KEY a long random secret (python -c 'import secrets; print(secrets.token_urlsafe(24))'). Leave an API
+  out of the list only to open it deliberately. Health, metadata, inference and statistics stay open.
+- Watch the Python backend: when a stub process dies, Triton keeps answering ready while every request to
+  that model fails with "Stub process is not healthy". Restart the server then (`distilrt serve` exits 1).
+"""
+
+
 @dataclass(frozen=True)
 class ServingConfig(StageConfig):
     """How each served model is scheduled and run. Defaults are Triton's where it has one."""
@@ -225,6 +248,8 @@ def write_repository(models: list[tuple[str, Bundle]], out: Path, config: Servin
                 written.extend(_write_bls_form(staging, name, bundle, config))
         for path in written:
             validate_pbtxt(path.read_text(encoding="utf-8"), str(path.relative_to(staging)))
+        if copy_bundles:  # a repository to deploy (`distilrt triton-repo`), not serve's own temporary one
+            (staging / "README.md").write_text(DEPLOYMENT_ADVICE, encoding="utf-8")
         replace_dir(staging, out)
     return [out / path.relative_to(staging) for path in written]
 
@@ -233,10 +258,9 @@ def _write_python_form(repo: Path, name: str, bundle: Bundle, config: ServingCon
     version = _version_dir(repo, name)
     if copy_bundle:
         copy_bundle_files(bundle, version / "bundle")
-        bundle_ref = "bundle"
-    else:
-        bundle_ref = str(Path(bundle.path).resolve())
-    return _write_config(repo, name, python_model_config(name, bundle, config, form="python", bundle_ref=bundle_ref))
+    else:  # a link, so that the model's config (which clients may read) does not show where the bundle lives
+        (version / "bundle").symlink_to(Path(bundle.path).resolve(), target_is_directory=True)
+    return _write_config(repo, name, python_model_config(name, bundle, config, form="python", bundle_ref="bundle"))
 
 
 def copy_bundle_files(bundle: Bundle, target: Path) -> None:

@@ -75,7 +75,7 @@ def test_bench_cli_writes_every_cell_with_reference_and_ratios(tiny_bundles, tmp
 def test_a_bundle_that_cannot_run_here_and_too_long_sequences_are_skipped_with_reasons(tiny_bundles, tmp_path):
     source = tiny_bundles[QA].bundle
     gpu_only = _copy_with_manifest(source, tmp_path / "gpu-only", lambda m: m["model"].update(backend="onnxruntime-gpu"))
-    short = _copy_with_manifest(source, tmp_path / "short", lambda m: m["shape_profile"].update(max_sequence=20))
+    short = _copy_with_manifest(source, tmp_path / "short", lambda m: m["shape_profile"].update(opt_sequence=16, max_sequence=20))
     messages = []
     config = BenchConfig(batches=(1,), sequences=(16, 32), warmup=0, repeats=1, threads=1, modes=("model",),
                          references=())

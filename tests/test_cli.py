@@ -35,6 +35,8 @@ def test_inspect(tiny_bundles, capsys):
     (["build", "{missing}"], "could not be fetched"),
     (["serve", "{missing}"], "is not a bundle and holds none"),
     (["serve", "x={qa}", "x={fm}"], "would both be model 'x'"),
+    (["serve", "{qa}", "--admin-key", "too-short"], "--admin-key must be at least 16 characters"),
+    (["serve", "{qa}", "--host", "localhost"], "--host 'localhost' is not an IP address"),
     (["triton-repo", "{qa}", "--out", "{out}", "--max-batch-size", "0"], "max_batch_size must be an integer >= 1"),
 ])
 def test_failures_exit_nonzero_with_one_line(tiny_bundles, tmp_path, capsys, argv, message):

@@ -100,3 +100,93 @@ def test_int8_dynamic_bundles_are_flagged_as_batch_dependent(tiny_bundles):
     assert batch_dependent(Bundle(fp32.path, Manifest(data)))
     data["stages"]["precision"] = {"variant": "int8-qdq"}  # calibrated, fixed scales: nothing shared across the batch
     assert not batch_dependent(Bundle(fp32.path, Manifest(data)))
+
+
+def test_read_batch_gives_one_request_per_example():
+    from distilrt.serve.protocol import read_batch
+
+    arrays = {"question": np.array([[b"Who?"], [b"When?"]], dtype=np.object_),
+              "context": np.array([[b"Ada."], [b"In 1843."]], dtype=np.object_),
+              "top_k": np.array([[1], [2]], dtype=np.int32)}
+    requests = read_batch("question-answering", arrays.get, 100)
+    assert [r.texts for r in requests] == [("Who?", "Ada."), ("When?", "In 1843.")]
+    assert [r.option_dict() for r in requests] == [{"top_k": 1}, {"top_k": 2}]
+    fill = read_batch("fill-mask", {"text": np.array([[b"a [MASK]"], [b"b [MASK]"]], dtype=np.object_),
+                                    "targets": np.array([[b"x", b"y"], [b"z", b"w"]], dtype=np.object_)}.get, 100)
+    assert [r.option_dict() for r in fill] == [{"targets": ["x", "y"]}, {"targets": ["z", "w"]}]
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"question": [[b"Who?"], [b""]], "context": [[b"Ada."], [b"Ada."]]}, "example 1 of 2: input 'question' is empty"),
+    ({"question": [[b"Who?"], [b"Why?"]], "context": [[b"Ada."]]}, "batch sizes differ"),
+    ({"question": np.zeros((0, 1), dtype=np.object_), "context": np.zeros((0, 1), dtype=np.object_)}, "no example"),
+])
+def test_read_batch_refuses_a_bad_example_naming_it(arrays, message):
+    from distilrt.serve.protocol import read_batch
+
+    arrays = {name: np.asarray(value, dtype=np.object_) for name, value in arrays.items()}
+    with pytest.raises(UserInputError, match=message):
+        read_batch("question-answering", arrays.get, 100)
+
+
+@pytest.mark.parametrize("name, value, ok", [("top_k", 0, False), ("top_k", -1, False), ("top_k", 1, True),
+                                             ("max_seq_len", 65536, True), ("max_seq_len", 65537, False),
+                                             ("max_answer_len", 2**31 - 1, False), ("doc_stride", 0, True),
+                                             ("doc_stride", -1, False)])
+def test_integer_options_are_bounded_per_request(name, value, ok):
+    get = _get({"question": b"Who?", "context": b"Ada.", name: np.int32(value)})
+    if ok:
+        assert read_request("question-answering", get, 100).option_dict() == {name: value}
+    else:
+        with pytest.raises(UserInputError, match=f"{name} must be an integer from [01] to 65536, got {value}"):
+            read_request("question-answering", get, 100)
+
+
+class FakeTritonError:
+    """triton_python_backend_utils.TritonError's constructor and codes (the stub's C++ class)."""
+
+    INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+    def __init__(self, message, code="UNKNOWN"):
+        self.message, self.code = message, code
+
+
+def test_client_mistakes_are_invalid_arg_and_faults_internal():
+    from types import SimpleNamespace
+
+    from distilrt.errors import ServerError, UnsupportedError
+    from distilrt.serve.python_model import triton_error
+
+    pb_utils = SimpleNamespace(TritonError=FakeTritonError)
+    assert triton_error(pb_utils, "m", UserInputError("x")).code == "INVALID_ARG"
+    assert triton_error(pb_utils, "m", UnsupportedError("x")).code == "INVALID_ARG"
+    assert triton_error(pb_utils, "m", BackendError("x")).code == "INTERNAL"
+    assert triton_error(pb_utils, "m", ServerError("x")).code == "INTERNAL"
+
+
+def test_access_binds_loopback_and_restricts_by_default():
+    from distilrt.serve.access import ADMIN_HEADER, Access
+
+    access = Access()
+    args = access.arguments()
+    assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(args)
+    group = f"shared-memory,logging,trace,model-repository,model-config:{ADMIN_HEADER}={access.admin_key}"
+    assert f"--http-restricted-api={group}" in args and f"--grpc-restricted-protocol={group}" in args
+    assert len(access.admin_key) >= 16 and Access().admin_key != access.admin_key  # a new secret each start
+    assert access.admin_key not in repr(access)
+    opened = Access(open_apis=("logging", "trace")).arguments()
+    assert any(a.startswith("--http-restricted-api=shared-memory,model-repository,model-config:") for a in opened)
+    every = Access(open_apis=("shared-memory", "logging", "trace", "model-repository", "model-config")).arguments()
+    assert not [a for a in every if "restricted" in a]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"host": "localhost"}, "not an IP address"), ({"host": "::1"}, "IPv4"),
+    ({"admin_key": "short"}, "at least 16"), ({"admin_key": "a,b:c=d-0123456789"}, "letters, digits"),
+    ({"open_apis": ("inference",)}, "can be opened are"),
+])
+def test_access_refuses_bad_settings(settings, message):
+    from distilrt.serve.access import Access
+
+    with pytest.raises(UserInputError, match=message):
+        Access(**settings)

@@ -96,7 +96,7 @@ def test_the_schema_check_refuses_what_triton_would(bad, message):
 def test_the_written_repository_replaces_the_old_one_whole(tiny_bundles, tmp_path):
     (tmp_path / "repo" / "stale").mkdir(parents=True)
     write_repository(named_bundles([tiny_bundles[QA_NAME]], ["qa"]), tmp_path / "repo", ServingConfig(), form="python")
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["qa"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["README.md", "qa"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a staging directory was left behind"
 
 
@@ -117,6 +117,9 @@ def test_the_python_form_is_served_by_a_real_tritonserver(tiny_bundles, tmp_path
                  "python", "--max-batch-size", "8"]) == 0
     assert "checked against Triton's model configuration schema" in capsys.readouterr().out
     assert (tmp_path / "repo" / "qa" / "1" / "bundle" / "model.onnx").is_file()
+    advice = (tmp_path / "repo" / "README.md").read_text(encoding="utf-8")  # tritonserver ignores it (served below)
+    assert "--http-restricted-api=shared-memory,logging,trace,model-repository,model-config:" in advice
+    assert "--grpc-restricted-protocol=" in advice and "--http-address=127.0.0.1" in advice
     ports = []
     for _ in range(3):
         with socket.socket() as s:
@@ -196,3 +199,16 @@ def test_the_bls_form_answers_through_its_model(tiny_bundles, tmp_path):
             assert client.fill_mask("mlm", masked, top_k=3) == mlm_head(masked, top_k=3)
             with pytest.raises(Exception, match="no mask token"):
                 client.fill_mask("mlm", "no mask here")
+
+
+def test_serves_own_repository_links_the_bundle_instead_of_naming_its_path(tiny_bundles, tmp_path):
+    """`distilrt serve` references bundles where they are: through a link, so the model config (which a client
+    with the admin key can read) holds no absolute path."""
+    bundle = tiny_bundles[QA_NAME]
+    [config] = write_repository(named_bundles([bundle], ["qa"]), tmp_path / "repo", ServingConfig(), form="python",
+                                copy_bundles=False)
+    text = config.read_text(encoding="utf-8")
+    assert 'string_value: "bundle"' in text and str(bundle.path.resolve()) not in text and str(bundle.path) not in text
+    link = tmp_path / "repo" / "qa" / "1" / "bundle"
+    assert link.is_symlink() and link.resolve() == bundle.path.resolve()
+    assert not (tmp_path / "repo" / "README.md").exists()  # serve's temporary repository needs no advice
