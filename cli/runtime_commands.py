@@ -55,7 +55,7 @@ def _refuse_a_directory_of_bundles(path: Path) -> None:
         return
     bundles = sorted(child for child in path.iterdir() if (child / MANIFEST_NAME).is_file())
     if bundles:
-        raise UserInputError(f"{path} holds {len(bundles)} bundles, not one: pick a variant, e.g. "
+        raise UserInputError(f"{path} is a directory of bundles, not a bundle: pick a variant: "
                              + ", ".join(str(b) for b in bundles))
 
 
