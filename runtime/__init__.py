@@ -50,6 +50,8 @@ def load(
 
     if fallback not in (None, "onnx"):
         raise UserInputError(f"fallback must be None or 'onnx', got {fallback!r}")
+    if limits is not None and not isinstance(limits, RequestLimits):  # before a backend is opened
+        raise UserInputError(f"limits must be a distilrt.limits.RequestLimits, got {type(limits).__name__}")
     bundle = read_bundle(path, check_hashes=check_hashes)
     try:
         model = open_bundle_model(bundle, backend or bundle.manifest.model_file.backend, **backend_options)

@@ -74,7 +74,10 @@ _SHOWN.maxother = 60
 
 
 def shown(value) -> str:
-    """``value`` for an error message: its repr, shortened (a 2**70 has 22 digits, a 2**1000 is cut with ...)."""
+    """``value`` for an error message: its repr, shortened (a 2**70 has 22 digits, a 2**1000 is cut with ...).
+    An int too long for Python to print (over 4,300 digits) is described by its length."""
+    if isinstance(value, int) and value.bit_length() > 1024:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     return _SHOWN.repr(value)
 
 
