@@ -172,7 +172,7 @@ class QuestionAnswerer(TaskHead):
             # pipeline's own IndexError), and only for contexts long enough to need them.
             raise UserInputError(
                 f"max_seq_len ({shown(max_seq_len)}) is more than the {self._settings.model_max_length} tokens this "
-                f"model takes; pass max_seq_len from 1 to {self._settings.model_max_length}"
+                f"model takes; pass max_seq_len <= {self._settings.model_max_length}"
             )
         doc_stride = options.doc_stride
         if doc_stride is None:
