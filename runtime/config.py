@@ -66,7 +66,26 @@ def is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def check_int(name: str, value, *, minimum: int) -> None:
-    """UserInputError naming the setting unless ``value`` is an integer of at least ``minimum``."""
-    if not is_int(value) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+# How a refused value is shown: a huge int or a long string is cut short, so the message stays one line.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlong = 24
+_SHOWN.maxstring = 60
+_SHOWN.maxother = 60
+
+
+def shown(value) -> str:
+    """``value`` for an error message: its repr, shortened (a 2**70 has 22 digits, a 2**1000 is cut with ...).
+    An int too long for Python to print (over 4,300 digits) is described by its length."""
+    if isinstance(value, int) and value.bit_length() > 1024:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return _SHOWN.repr(value)
+
+
+def check_int(name: str, value, *, minimum: int, maximum: int | None = None, fix: str = "") -> None:
+    """UserInputError naming the setting, its allowed range and ``fix`` unless ``value`` is an integer from
+    ``minimum`` to ``maximum`` (no upper bound when None). Python ints of any size are compared as ints, so a
+    2**70 is refused here rather than overflowing later in numpy or tokenizers."""
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        message = f"{name} must be an integer {allowed}, got {shown(value)}"
+        raise UserInputError(f"{message}; {fix}" if fix else message)

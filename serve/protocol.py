@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from distilrt.config import is_int, shown
 from distilrt.errors import UnsupportedError, UserInputError
+from distilrt.heads import check_options
 from distilrt.manifest import TASKS
 
 OUTPUT = "answers"
@@ -131,8 +133,15 @@ def read_request(task: str, get: Callable[[str], np.ndarray | None], max_text_by
         elif spec.data_type == "TYPE_BOOL":
             options.append((spec.name, bool(_single(spec, array))))
         else:
-            options.append((spec.name, _bounded(spec.name, int(_single(spec, array)))))
+            options.append((spec.name, _bounded(spec.name, _integer(spec, _single(spec, array)))))
+    check_options(task, dict(options))  # the head's own checks: bad values are refused per request
     return Request(tuple(texts), tuple(options))
+
+
+def _integer(spec: TensorSpec, value) -> int:
+    if not is_int(value):
+        raise UserInputError(f"input {spec.name!r} must be an integer ({spec.datatype}), got {shown(value)}")
+    return int(value)
 
 
 def _bounded(name: str, value: int) -> int:

@@ -247,6 +247,9 @@ def test_qa_options_match(qa, squad_articles):
     _check_qa(qa.reference, qa.head, pairs, max_answer_len=3, top_k=2)
     _check_qa(qa.reference, qa.head, pairs, handle_impossible_answer=True)
     _check_qa(qa.reference, qa.head, pairs, top_k=40, max_seq_len=128, doc_stride=32)
+    # More candidates than answer spans: the pipeline's list goes on with pairs of score 0, and so does the head's
+    # (README.md#bounded-work-per-request: the same up to top_k 2043).
+    _check_qa(qa.reference, qa.head, pairs[:3], top_k=300, max_answer_len=1)
 
 
 def test_qa_unicode_matches(qa):
@@ -257,6 +260,8 @@ def test_qa_unicode_matches(qa):
 def test_qa_edge_texts_match(qa):
     pairs = [("what?", "a"), ("what?", "   "), ("  ", "Paris is nice."), ("Where?", "Paris is nice. " * 3)]
     _check_qa(qa.reference, qa.head, pairs, top_k=20)
+    # Windows of at most 64 tokens are searched exactly as the pipeline does, whatever top_k.
+    _check_qa(qa.reference, qa.head, pairs, top_k=2**31 - 1)
 
 
 def test_qa_context_first_matches(qa, squad_articles):

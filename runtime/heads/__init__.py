@@ -16,3 +16,16 @@ def head_class(task: str):
 
         return FillMask
     raise UnsupportedError(f"no task head for {task!r}; distilrt runs question-answering and fill-mask")
+
+
+def check_options(task: str, options: dict) -> None:
+    """The checks of a task's keyword options that need no model (types, int32 ranges): a server runs them on
+    each request before it joins a batch; the head runs the same ones, and those that need the model."""
+    if task == "question-answering":
+        from distilrt.heads.question_answering import QAOptions
+
+        QAOptions(**options)
+    elif "top_k" in options:
+        from distilrt.heads.fill_mask import check_top_k
+
+        check_top_k(options["top_k"])

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distilrt.config import check_int
+from distilrt.config import check_int, shown
 from distilrt.errors import UnsupportedError, UserInputError
 from distilrt.heads.base import TaskHead
+from distilrt.limits import INT32_MAX
 from distilrt.tokenization import MASK_POSITIONS, TokenizerSettings, check_text
 
 if TYPE_CHECKING:
@@ -54,14 +55,27 @@ class FillMask(TaskHead):
             raise UserInputError(
                 f"unknown keyword argument(s) {sorted(unknown)}; fill-mask takes top_k and targets"
             )
-        check_int("top_k", top_k, minimum=1)
+        check_top_k(top_k)
         texts = _texts(inputs)
-        target_ids = None if targets is None else self._target_ids(targets)
-        if target_ids is not None:
-            top_k = min(top_k, len(target_ids))
+        self._check_inputs(len(texts), "texts")
+        for index, text in enumerate(texts):
+            check_text("the text" if isinstance(inputs, str) else f"text {index}", text)
+        self._check_chars(texts)
+        if targets is None:
+            # The pipeline's torch.topk fails past the vocabulary; refused here with the range instead.
+            vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+            check_int("top_k", top_k, minimum=1, maximum=vocab_size,
+                      fix=f"this model predicts one of {vocab_size} tokens")
+            target_ids = None
+        else:
+            target_ids = self._target_ids(targets)
+            top_k = min(top_k, len(target_ids))  # as the pipeline does
         encodings = self._tokenizer.encode_batch(texts)
         for index, encoding in enumerate(encodings):
             self._check_encoding(encoding, index if isinstance(inputs, list) else None)
+        masks = [encoding.ids.count(self._settings.mask_token_id) for encoding in encodings]
+        self._limits.check("max_proposals", sum(masks) * top_k, "the number of predictions this call decodes "
+                           f"({sum(masks)} mask tokens x top_k {top_k})", "lower top_k or send fewer masks")
         outputs = self._run(encodings)
         results = [
             self._predictions(np.array(encoding.ids), self._mask_logits(encoding, output["logits"]), top_k, target_ids)
@@ -81,13 +95,19 @@ class FillMask(TaskHead):
                 f"the input{where} is {len(encoding.ids)} tokens long, more than the model's "
                 f"{self._settings.model_max_length}; shorten it"
             )
+        self._limits.check("max_masks", encoding.ids.count(self._settings.mask_token_id),
+                           f"the number of {mask} tokens in the input{where}", "send fewer masks per text")
 
     def _target_ids(self, targets: str | list[str]) -> np.ndarray:
         """The pipeline's get_target_ids: vocabulary entries, else the first token of the target encoded."""
         if isinstance(targets, str):
             targets = [targets]
         if not isinstance(targets, list) or not all(isinstance(target, str) for target in targets):
-            raise UserInputError(f"targets must be a string or a list of strings, got {targets!r}")
+            raise UserInputError(f"targets must be a string or a list of strings, got {shown(targets)}")
+        self._limits.check("max_targets", len(targets), "the number of targets", "send fewer targets")
+        longest = max((len(target) for target in targets), default=0)
+        self._limits.check("max_target_chars", longest, "the length of the longest target in characters",
+                           "send targets that are single words or tokens")
         for target in targets:
             check_text("a target", target)
         vocab = self._tokenizer.get_vocab(with_added_tokens=True)
@@ -183,12 +203,16 @@ def clean_up_tokenization(text: str) -> str:
     )
 
 
+def check_top_k(top_k) -> None:
+    """The bounds of top_k that need no model (the served tensor's int32); the head also caps it at the
+    vocabulary."""
+    check_int("top_k", top_k, minimum=1, maximum=INT32_MAX)
+
+
 def _texts(inputs) -> list[str]:
     texts = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         raise UserInputError(f"fill-mask takes a string or a list of strings, got {type(inputs).__name__}")
-    for index, text in enumerate(texts):
-        check_text("the text" if isinstance(inputs, str) else f"text {index}", text)
     return texts
 
 

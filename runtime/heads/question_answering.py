@@ -6,6 +6,15 @@ context into overlapping windows, the mask of tokens that cannot be in an answer
 window, the search for the best (start, end) pairs, the alignment of answers to whole words and the merging
 of equal answers found in several windows. Where the pipeline has quirks they are kept, and commented,
 because matching its outputs is the point.
+
+One departure bounds the work of a call (README.md#bounded-work-per-request): the pipeline ranks
+``top_k * 2 + 10`` of a window's tokens² (start, end) pairs, all of them when top_k is that large, and every
+pair it ranks becomes a candidate answer; a huge top_k then costs minutes on one short context. Here a window
+ranks at most max(its answer spans, 4,096) pairs, where its answer spans are the pairs that can score above 0
+(both tokens in the context, start <= end < start + max_answer_len). Answers differ from the pipeline's only
+when top_k > 2,043 on a window of more than 64 tokens: the pipeline's list then goes on past every answer
+span with pairs that score exactly 0 (end before start, or longer than max_answer_len), which are left out
+here, and spans of exactly equal scores may come in another order.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distilrt.config import check_int
+from distilrt.config import check_int, shown
 from distilrt.errors import UserInputError
 from distilrt.heads.base import TaskHead
+from distilrt.limits import INT32_MAX
 from distilrt.tokenization import TokenizerSettings, check_text
 
 if TYPE_CHECKING:
@@ -34,6 +44,10 @@ _DOC_STRIDE_CAP = 128
 _NO_ANSWER_SCORE_START = 1000000
 # Logit given to tokens that cannot be in an answer, so that they take no part in the softmax.
 _EXCLUDED_LOGIT = -10000.0
+# Windows with at most this many (start, end) pairs (64 tokens) are searched exactly as the pipeline does; a
+# longer window ranks at least this many pairs and at most max(this, its answer spans), so that top_k up to
+# (4096 - 10) / 2 = 2043 ranks exactly the pairs the pipeline ranks.
+EXACT_SEARCH_PAIRS = 4096
 
 
 @dataclass(frozen=True)
@@ -49,13 +63,16 @@ class QAOptions:
     align_to_words: bool = True
 
     def __post_init__(self):
-        check_int("top_k", self.top_k, minimum=1)
-        check_int("max_answer_len", self.max_answer_len, minimum=1)
-        check_int("max_question_len", self.max_question_len, minimum=1)
+        # The upper bounds are the served tensors' int32; the window's own bounds are checked with the model's.
+        check_int("top_k", self.top_k, minimum=1, maximum=INT32_MAX,
+                  fix="a top_k above the number of candidate answers gives the same answers as that number")
+        check_int("max_answer_len", self.max_answer_len, minimum=1, maximum=INT32_MAX,
+                  fix="a max_answer_len above the window length (max_seq_len) gives the same answers as it")
+        check_int("max_question_len", self.max_question_len, minimum=1, maximum=INT32_MAX)
         if self.max_seq_len is not None:
-            check_int("max_seq_len", self.max_seq_len, minimum=1)
+            check_int("max_seq_len", self.max_seq_len, minimum=1, maximum=INT32_MAX)
         if self.doc_stride is not None:
-            check_int("doc_stride", self.doc_stride, minimum=0)
+            check_int("doc_stride", self.doc_stride, minimum=0, maximum=INT32_MAX)
         for name in ("handle_impossible_answer", "align_to_words"):
             if not isinstance(getattr(self, name), bool):
                 raise UserInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -66,7 +83,15 @@ class _Window:
     """One model input: the question with all or part of the context."""
 
     encoding: Encoding
-    p_mask: np.ndarray  # 1 for tokens that cannot be in the answer
+    allowed: np.ndarray  # the pipeline's mask of tokens that may be in the answer ((1, tokens) with attention_mask)
+
+    def spans_to_rank(self, candidates: int, max_answer_len: int) -> int:
+        """How many (start, end) pairs this window ranks for ``candidates`` (module docstring)."""
+        tokens = len(self.encoding.ids)
+        pairs = tokens * tokens
+        if candidates == 1 or pairs <= EXACT_SEARCH_PAIRS:
+            return min(candidates, pairs)
+        return min(candidates, max(_answer_spans(self.allowed, max_answer_len), EXACT_SEARCH_PAIRS))
 
 
 class QuestionAnswerer(TaskHead):
@@ -95,10 +120,14 @@ class QuestionAnswerer(TaskHead):
         context: str | list[str] | None = None,
         **options,
     ) -> dict | list:
-        examples = _examples(args, question, context)
+        items = _items(args, question, context)
+        self._check_inputs(len(items), "examples")
+        examples = [_question_and_context(item) for item in items]
+        self._check_chars([text for example in examples for text in example])
         options = _options(options)
         max_seq_len, doc_stride = self._window_size(options)
-        windows = [self._windows(q, c, max_seq_len, doc_stride) for q, c in examples]
+        windows = self._all_windows(examples, max_seq_len, doc_stride)
+        self._check_proposals(windows, options)
         encodings = [window.encoding for example_windows in windows for window in example_windows]
         outputs = iter(self._run(encodings))
         results = []
@@ -106,6 +135,25 @@ class QuestionAnswerer(TaskHead):
             example_outputs = [next(outputs) for _ in example_windows]
             results.append(self._answers(context_text, example_windows, example_outputs, options))
         return results[0] if len(results) == 1 else results
+
+    def _all_windows(self, examples: list[tuple[str, str]], max_seq_len: int, doc_stride: int) -> list[list[_Window]]:
+        """Each example's windows; refused as soon as the call has more than max_windows."""
+        windows, count = [], 0
+        for question, context in examples:
+            windows.append(self._windows(question, context, max_seq_len, doc_stride))
+            count += len(windows[-1])
+            self._limits.check(
+                "max_windows", count, f"the number of model windows of this call (max_seq_len={max_seq_len}, "
+                f"doc_stride={doc_stride})", "send shorter contexts or fewer examples, or raise max_seq_len")
+        return windows
+
+    def _check_proposals(self, windows: list[list[_Window]], options: QAOptions) -> None:
+        """Refuse, before the model runs, a call that would rank more spans than max_proposals."""
+        candidates = _candidates(options)
+        proposals = sum(window.spans_to_rank(candidates, options.max_answer_len)
+                        for example_windows in windows for window in example_windows)
+        self._limits.check("max_proposals", proposals, "the number of candidate answer spans this call ranks",
+                           "lower top_k or max_answer_len, or send shorter contexts")
 
     def features(
         self, question: str, context: str, *, max_seq_len: int | None = None, doc_stride: int | None = None
@@ -123,16 +171,16 @@ class QuestionAnswerer(TaskHead):
             # Refused up front: windows longer than the position embeddings fail inside the model (the
             # pipeline's own IndexError), and only for contexts long enough to need them.
             raise UserInputError(
-                f"max_seq_len ({max_seq_len}) is more than the {self._settings.model_max_length} tokens this model "
-                f"takes; pass max_seq_len <= {self._settings.model_max_length}"
+                f"max_seq_len ({shown(max_seq_len)}) is more than the {self._settings.model_max_length} tokens this "
+                f"model takes; pass max_seq_len <= {self._settings.model_max_length}"
             )
         doc_stride = options.doc_stride
         if doc_stride is None:
             doc_stride = min(max_seq_len // 2, _DOC_STRIDE_CAP)
         if doc_stride > max_seq_len:
             raise UserInputError(
-                f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len}); "
-                "pass a smaller doc_stride"
+                f"doc_stride ({shown(doc_stride)}) is larger than max_seq_len ({max_seq_len}); "
+                f"pass doc_stride from 0 to {max_seq_len}"
             )
         # tokenizers refuses a stride that fills a single sequence's room beside its special tokens.
         room = max_seq_len - self._tokenizer.num_special_tokens_to_add(is_pair=False)
@@ -145,7 +193,7 @@ class QuestionAnswerer(TaskHead):
 
     def _windows(self, question: str, context: str, max_seq_len: int, doc_stride: int) -> list[_Window]:
         encodings = self._encode_windows(question, context, max_seq_len, doc_stride)
-        return [_Window(encoding, self._p_mask(encoding)) for encoding in encodings]
+        return [_Window(encoding, self._allowed_tokens(encoding)) for encoding in encodings]
 
     def _encode_windows(
         self, question: str, context: str, max_seq_len: int, doc_stride: int
@@ -197,13 +245,12 @@ class QuestionAnswerer(TaskHead):
     ) -> dict | list[dict]:
         """The pipeline's postprocess: best spans of every window, mapped to the context, merged, ranked."""
         no_answer_score = _NO_ANSWER_SCORE_START
-        # Aligning to words can merge candidates, so the pipeline draws extra ones.
-        candidates = options.top_k * 2 + 10 if options.align_to_words else options.top_k
-        answers: list[dict] = []
+        candidates = _candidates(options)
+        answers: dict[str, dict] = {}  # by lower-cased text, in the order found
         for window, output in zip(windows, outputs):
-            allowed = self._allowed_tokens(window)
             starts, ends, scores, no_answer_score = _best_spans(
-                output["start_logits"], output["end_logits"], allowed, no_answer_score, candidates, options
+                output["start_logits"], output["end_logits"], window.allowed, no_answer_score,
+                window.spans_to_rank(candidates, options.max_answer_len), options
             )
             shift = self._left_padding_shift(window.encoding)
             for start, end, score in zip(starts, ends, scores):
@@ -211,17 +258,18 @@ class QuestionAnswerer(TaskHead):
                     window.encoding, int(start) - shift, int(end) - shift, options.align_to_words
                 )
                 _add_answer(answers, context[char_start:char_end], char_start, char_end, score.item())
+        ranked = list(answers.values())
         if options.handle_impossible_answer:
-            answers.append({"score": no_answer_score, "start": 0, "end": 0, "answer": ""})
-        answers = sorted(answers, key=lambda answer: answer["score"], reverse=True)[: options.top_k]
-        return answers[0] if len(answers) == 1 else answers
+            ranked.append({"score": no_answer_score, "start": 0, "end": 0, "answer": ""})
+        ranked = sorted(ranked, key=lambda answer: answer["score"], reverse=True)[: options.top_k]
+        return ranked[0] if len(ranked) == 1 else ranked
 
-    def _allowed_tokens(self, window: _Window) -> np.ndarray:
-        allowed = 1 - window.p_mask
+    def _allowed_tokens(self, encoding: Encoding) -> np.ndarray:
+        allowed = 1 - self._p_mask(encoding)
         if "attention_mask" in self._settings.model_input_names:
             # The pipeline ANDs with the (1, tokens) attention mask, which gives the result a batch axis;
             # _top_spans depends on that axis.
-            allowed = allowed & np.array([window.encoding.attention_mask])
+            allowed = allowed & np.array([encoding.attention_mask])
         return allowed
 
     def _left_padding_shift(self, encoding: Encoding) -> int:
@@ -260,7 +308,7 @@ def _best_spans(
     end_logits: np.ndarray,
     allowed: np.ndarray,
     no_answer_score: float,
-    candidates: int,
+    spans_to_rank: int,
     options: QAOptions,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The pipeline's select_starts_ends: span scores of one window, and the running no-answer score."""
@@ -270,7 +318,7 @@ def _best_spans(
         no_answer_score = min(no_answer_score, (start[0, 0] * end[0, 0]).item())
     # The first token (CLS) is never part of an answer span.
     start[0, 0] = end[0, 0] = 0.0
-    starts, ends, scores = _top_spans(start, end, candidates, options.max_answer_len, allowed)
+    starts, ends, scores = _top_spans(start, end, spans_to_rank, options.max_answer_len, allowed)
     return starts, ends, scores, no_answer_score
 
 
@@ -281,19 +329,37 @@ def _softmax_over_allowed(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray
     return exp / exp.sum()
 
 
+def _candidates(options: QAOptions) -> int:
+    """How many spans the pipeline asks each window for: aligning to words can merge some, so it draws extra."""
+    return options.top_k * 2 + 10 if options.align_to_words else options.top_k
+
+
+def _answer_spans(allowed: np.ndarray, max_answer_len: int) -> int:
+    """The (start, end) pairs of a window that can score above 0: both tokens allowed and neither the first
+    (whose score is zeroed), start <= end < start + max_answer_len. O(tokens), from the window alone."""
+    flags = np.asarray(allowed, dtype=bool).reshape(-1).copy()
+    flags[0] = False
+    before = np.concatenate([[0], np.cumsum(flags)])  # before[i]: allowed tokens in [0, i)
+    starts = np.flatnonzero(flags)
+    stops = np.minimum(starts + min(max_answer_len, len(flags)), len(flags))
+    return int((before[stops] - before[starts]).sum())
+
+
 def _top_spans(
-    start: np.ndarray, end: np.ndarray, candidates: int, max_answer_len: int, allowed: np.ndarray
+    start: np.ndarray, end: np.ndarray, spans_to_rank: int, max_answer_len: int, allowed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pipeline's decode_spans: the best (start, end) pairs with start <= end < start + max_answer_len."""
+    """The pipeline's decode_spans: the best (start, end) pairs with start <= end < start + max_answer_len,
+    ranking ``spans_to_rank`` of them (_Window.spans_to_rank), by partial selection."""
     pair_scores = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
-    pair_scores = np.tril(np.triu(pair_scores), max_answer_len - 1)
+    # A band wider than the window changes nothing; capped so that any int reaches numpy as a small one.
+    pair_scores = np.tril(np.triu(pair_scores), min(max_answer_len, pair_scores.shape[-1]) - 1)
     flat = pair_scores.flatten()
-    if candidates == 1:
+    if spans_to_rank == 1:
         best = [np.argmax(flat)]
-    elif len(flat) <= candidates:  # the pipeline tests `<` and fails on `==` (argpartition out of bounds)
+    elif len(flat) <= spans_to_rank:  # the pipeline tests `<` and fails on `==` (argpartition out of bounds)
         best = np.argsort(-flat)
     else:
-        partition = np.argpartition(-flat, candidates)[0:candidates]
+        partition = np.argpartition(-flat, spans_to_rank)[0:spans_to_rank]
         best = partition[np.argsort(-flat[partition])]
     starts, ends = np.unravel_index(best, pair_scores.shape)[1:]
     # With the batch axis, nonzero() also lists row index 0, so token 0 always passes this test; kept as in
@@ -304,17 +370,18 @@ def _top_spans(
     return starts, ends, pair_scores[0, starts, ends]
 
 
-def _add_answer(answers: list[dict], text: str, start: int, end: int, score: float) -> None:
-    """Add a candidate, or add its score to an earlier answer with the same text, ignoring case."""
-    for answer in answers:
-        if answer["answer"].lower() == text.lower():
-            answer["score"] += score
-            return
-    answers.append({"score": score, "start": start, "end": end, "answer": text})
+def _add_answer(answers: dict[str, dict], text: str, start: int, end: int, score: float) -> None:
+    """Add a candidate, or add its score to an earlier answer with the same text, ignoring case (the pipeline
+    compares with every earlier answer; a dict finds the same one in constant time)."""
+    answer = answers.get(text.lower())
+    if answer is None:
+        answers[text.lower()] = {"score": score, "start": start, "end": end, "answer": text}
+    else:
+        answer["score"] += score
 
 
-def _examples(args: tuple, question, context) -> list[tuple[str, str]]:
-    """The (question, context) pairs of a call, in any of the argument forms the pipeline accepts."""
+def _items(args: tuple, question, context) -> list:
+    """The examples of a call, unchecked, in any of the argument forms the pipeline accepts."""
     if args:
         if question is not None or context is not None:
             raise UserInputError(
@@ -327,7 +394,7 @@ def _examples(args: tuple, question, context) -> list[tuple[str, str]]:
         raise UserInputError(
             "pass question= and context=, a {'question': ..., 'context': ...} dict, or a list of such dicts"
         )
-    return [_question_and_context(item) for item in items]
+    return items
 
 
 def _positional_items(args: tuple) -> list:
