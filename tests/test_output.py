@@ -164,8 +164,13 @@ def test_demo_keeps_checkpoints_to_build_offline_and_logs_library_output(tmp_pat
     assert f"log: {log}" in captured.out
     assert "Device set to use" not in captured.out + captured.err
     text = log.read_text()
-    assert "Device set to use cpu" in text and "[distilrt] verifying ONNX against PyTorch" in text
-    assert "Device set to use cpu" in (out / MLM_NAME / "build.log").read_text()
+    assert "[distilrt] verifying ONNX against PyTorch" in text
+    # transformers 4 logs "Device set to use cpu" as a warning; 5 as debug, which is not shown at all
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        assert "Device set to use cpu" in text
+        assert "Device set to use cpu" in (out / MLM_NAME / "build.log").read_text()
 
 
 def test_build_log_takes_prints_logging_and_warnings_and_gives_them_back(tmp_path, capsys):
