@@ -12,8 +12,10 @@ import distilrt
 from distilrt.backends import open_bundle_model, run_settings
 from distilrt.bundle import Bundle
 from distilrt.calib.synthetic import padded_feeds
+from distilrt.errors import BatchVarianceError
 from distilrt.export import checkpoint as ckpt
-from distilrt.export.config import ExportConfig, ShapeProfile, Tolerances, VerifyConfig
+from distilrt.export import invariance
+from distilrt.export.config import ExportConfig, InvarianceConfig, ShapeProfile, Tolerances, VerifyConfig
 from distilrt.export.onnx_export import export_onnx, resolve_attn_implementation
 from distilrt.export.probes import task_probes, tokenizer_samples
 from distilrt.export.publish import finish_bundle, write_manifest
@@ -37,6 +39,7 @@ class BuildOptions:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     tolerances: Tolerances = field(default_factory=Tolerances.fp32)
     shape_profile: ShapeProfile | None = None  # None: up to the model's maximum sequence length
+    invariance: InvarianceConfig = field(default_factory=InvarianceConfig)
 
 
 @dataclass(frozen=True)
@@ -106,14 +109,28 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
         with distilrt.head_for(staged, model) as candidate:
             task = verify_task(checkpoint.task.name, probes, reference.run, candidate,
                                options.tolerances.score_atol, reference_name=reference.description)
-        # What the verification ran with (threads and where the count came from), beside how it was built.
-        manifest = {**manifest, "stages": {**manifest["stages"], "run": run_settings(model)}}
+            invariant = _check_invariance(staged, model, options.invariance, progress)
+        # What the verification ran with (threads and where the count came from), beside how it was built, and
+        # the invariance check that `distilrt serve` reads before it batches requests.
+        manifest = {**manifest, "stages": {**manifest["stages"], "run": run_settings(model),
+                                           "invariance": {**options.invariance.to_dict(), "passed": invariant.passed}}}
 
-        report = {"tensors": tensors.to_dict(), "tokenizer": tokenizer_check.to_dict(), "task": task.to_dict()}
+        report = {"tensors": tensors.to_dict(), "tokenizer": tokenizer_check.to_dict(), "task": task.to_dict(),
+                  "batch_invariance": invariant.to_dict()}
         manifest = finish_bundle(staging, destination, manifest, report, _summary(tensors, tokenizer_check, task))
     seconds = time.perf_counter() - started
     progress(f"published {destination} in {seconds:.1f}s")
     return BuildResult(destination, manifest, seconds)
+
+
+def _check_invariance(staged: Bundle, model, config: InvarianceConfig, progress: Progress):
+    """fp32 alone vs in mixed-length batches on the first items of the evaluation split (export/invariance.py)."""
+    progress(f"checking answers alone vs in mixed-length batches ({config.fp32_items} evaluation items)")
+    invariant = invariance.check(staged, model, invariance.fp32_split(staged, model, config), config)
+    if not invariant.passed and config.required:
+        raise BatchVarianceError(f"fp32 answers differently in a batch: {invariant.describe()}; first: "
+                                 f"{invariant.first_difference}", invariance=invariant.to_dict())
+    return invariant
 
 
 def _verify_onnx_against_torch(model, checkpoint, onnx_path: Path, options: BuildOptions, vocab_size: int,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from distilrt.config import StageConfig
+from distilrt.config import StageConfig, check_int
 from distilrt.errors import UserInputError
 
 
@@ -125,6 +125,8 @@ class FuseConfig(StageConfig):
 
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
 DEFAULT_CALIBRATION_METHOD = "Percentile"
+# int8-dynamic's activation scales: one per token (row), or ONNX Runtime's one per tensor (batch dependent).
+ACTIVATION_SCALES = ("token", "tensor")
 PRECISION_VARIANTS = ("fp16", "int8-dynamic", "int8-qdq", "int8-qdq-trt")
 # Every ONNX variant `distilrt build --variants` makes, in build order (fp32 first: the others derive from it).
 VARIANTS = ("fp32", "fused", *PRECISION_VARIANTS)
@@ -152,6 +154,10 @@ class PrecisionConfig(StageConfig):
     # on an AVX2 machine; u8 x u8 kernels widen to int16 first and cannot saturate, so the gate measured on one
     # CPU holds on every other (docs/design.md#quantization). Older manifests lack it: "int8".
     weight_type: str = "int8"
+    # int8-dynamic: "token" scales each activation row (token) on its own, so an answer does not depend on its
+    # batch-mates; "tensor" is ONNX Runtime's one scale over the whole padded batch (export/per_token_int8.py,
+    # docs/design.md#batch-invariance). Older manifests lack it: "tensor".
+    activation_scales: str = "tensor"
 
     def __post_init__(self):
         if self.variant not in PRECISION_VARIANTS:
@@ -164,6 +170,10 @@ class PrecisionConfig(StageConfig):
             )
         if self.weight_type not in ("int8", "uint8") or (self.is_static_int8 and self.weight_type != "int8"):
             raise UserInputError(f"weight_type must be 'int8' or, for int8-dynamic, 'uint8'; got {self.weight_type!r}")
+        if self.activation_scales not in ACTIVATION_SCALES or (
+                self.activation_scales == "token" and self.variant != "int8-dynamic"):
+            raise UserInputError(f"activation_scales must be one of {', '.join(ACTIVATION_SCALES)}, and 'token' is "
+                                 f"for int8-dynamic only; got {self.activation_scales!r} for {self.variant}")
         if self.percentile is not None and not 90.0 <= self.percentile < 100.0:
             raise UserInputError(f"percentile must be in [90, 100), got {self.percentile}")
 
@@ -181,12 +191,13 @@ class PrecisionConfig(StageConfig):
         return replace(self, float_nodes=tuple(nodes))
 
     @classmethod
-    def int8_dynamic(cls, keep_float: tuple[str, ...] = ()) -> PrecisionConfig:
-        # From the fused graph: gives QAttention + MatMulInteger, the fast CPU path (docs/design.md#quantization).
+    def int8_dynamic(cls, keep_float: tuple[str, ...] = (), activation_scales: str = "token") -> PrecisionConfig:
+        # From the fused graph: gives QAttention + MatMulInteger, the fast CPU path (docs/design.md#quantization);
+        # per-token scales then replace QAttention with MatMulInteger + fused MultiHeadAttention.
         # Per-channel weights: on a real encoder (fine-tuned MiniLM, 2,000 held-out questions) per-tensor weights
         # kept 93.5% of fp32's gold F1 and per-channel 98.8% (docs/design.md#quantization).
         return cls("int8-dynamic", "fused", op_types=("MatMul", "Attention"), keep_float=tuple(keep_float),
-                   per_channel=True, weight_type="uint8")
+                   per_channel=True, weight_type="uint8", activation_scales=activation_scales)
 
     @classmethod
     def int8_qdq(cls, op_types: tuple[str, ...], keep_float: tuple[str, ...] = (),
@@ -207,6 +218,29 @@ class PrecisionConfig(StageConfig):
         return cls(variant, "fp32", op_types=tuple(op_types), keep_float=tuple(keep_float),
                    calibration_method=method, percentile=99.999 if method == "Percentile" else None,
                    per_channel=True, activation_type=activation_type, symmetric=symmetric)
+
+
+@dataclass(frozen=True)
+class InvarianceConfig(StageConfig):
+    """The batch-invariance check every derived bundle passes before it is published (export/invariance.py):
+    its evaluation split alone vs in mixed-length batches."""
+
+    items: int | None = None  # questions or sentences of the evaluation split; None: all of the gate's split
+    # The fp32 bundle, checked when it is built (before any gate split): questions, or masked positions.
+    fp32_items: int = 100
+    batch_size: int = 8
+    score_atol: float = 1e-5  # QA answer scores, fill-mask top-k probabilities
+    # A variant that answers differently in a batch is not published, unless this is off (`--allow-batch-variant`):
+    # then it is published with its failed check recorded, and `distilrt serve` warns for it.
+    required: bool = True
+
+    def __post_init__(self):
+        if self.items is not None:
+            check_int("items", self.items, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=2)
+        check_int("fp32_items", self.fp32_items, minimum=1)
+        if not 0 <= self.score_atol < 1:
+            raise UserInputError(f"InvarianceConfig.score_atol must be in [0, 1), got {self.score_atol}")
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,15 @@ from distilrt.backends import open_backend, run_settings
 from distilrt.bundle import Bundle
 from distilrt.calib.sets import CalibConfig, EvalConfig, mlm_evaluation_set, qa_evaluation_set
 from distilrt.calib.synthetic import padded_feeds
-from distilrt.errors import DistilrtError, UserInputError, VerificationError
-from distilrt.export import gates
+from distilrt.errors import BatchVarianceError, DistilrtError, UserInputError, VerificationError
+from distilrt.export import gates, invariance
 from distilrt.export.config import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
     GATES,
     FuseConfig,
     Gate,
+    InvarianceConfig,
     VerifyConfig,
 )
 from distilrt.export.int8_search import Int8SearchConfig
@@ -44,6 +45,8 @@ class VariantOptions:
     int8_search: Int8SearchConfig | None = field(default_factory=Int8SearchConfig)
     # Precision configs to use as they are, by variant (a rebuild passes the recorded ones): no search.
     precision: dict = field(default_factory=dict)
+    # Alone vs batched on the evaluation split, for every derived bundle (export/invariance.py).
+    invariance: InvarianceConfig = field(default_factory=InvarianceConfig)
 
     def __post_init__(self):
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -65,6 +68,7 @@ class VariantOutcome:
     calibration: dict | None = None  # identity of the calibration set (static int8), published or not
     skipped: bool = False  # not attempted: the machine lacks what it needs (TensorRT, a GPU); reason says which
     float_layers: dict | None = None  # int8: linear layers left in float (spec recipe + search) of how many
+    invariance: dict | None = None  # InvarianceResult.to_dict(): alone vs batched, where it was checked
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -73,7 +77,20 @@ class VariantOutcome:
     def failed(cls, variant: str, error: DistilrtError, seconds: float, **extra) -> VariantOutcome:
         """Not published because of ``error``; a missed gate keeps its figures."""
         gate_result = error.result if isinstance(error, VerificationError) and isinstance(error.result, dict) else None
+        if isinstance(error, BatchVarianceError):
+            extra = {**extra, "invariance": error.invariance}
         return cls(variant, False, None, seconds, None, gate_result, str(error), **extra)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A published bundle's checks: its gate on the evaluation split and its batch invariance."""
+
+    gate: gates.GateResult
+    invariance: invariance.InvarianceResult
+
+    def describe(self) -> str:
+        return f"{self.gate.describe()}; {self.invariance.describe()}"
 
 
 class Reference:
@@ -90,6 +107,7 @@ class Reference:
         self.tensor_feeds = padded_feeds(self.manifest.input_names, verify.shapes, verify.seed, self.manifest.vocab_size,
                                          self.manifest.tokenizer_settings.pad_token_id)
         self.evaluation = options.evaluation
+        self.invariance = options.invariance
         # (family, split size) -> (the split, fp32's outputs on it). Two families: "gate", the evaluation split,
         # and "search", the int8 search's split after the largest gate split. Each size extends the last.
         self._splits: dict = {}
@@ -175,10 +193,16 @@ class Reference:
                 return result
             config = bigger
 
+    def batch_invariance(self, bundle_dir: Path, model) -> invariance.InvarianceResult:
+        """The staged bundle, running on ``model``, alone vs in mixed-length batches on the evaluation split."""
+        split, _ = self._split("gate", self.evaluation)
+        return invariance.check(distilrt.read_bundle(bundle_dir), model, split, self.invariance)
+
     def verify_and_publish(self, staging: Path, destination: Path, candidate, manifest: dict, gate: Gate,
-                           report: dict, target_name: str, progress: Progress) -> gates.GateResult:
+                           report: dict, target_name: str, progress: Progress) -> Verified:
         """Compare the staged bundle's model (opened as ``candidate``) with fp32 on the seeded tensors, gate it on
-        the evaluation split, and publish it to ``destination`` if it passes; VerificationError if not."""
+        the evaluation split, check that it answers the same alone and batched, and publish it to ``destination``
+        if it passes; VerificationError (BatchVarianceError) if not."""
         variant = Manifest(manifest).variant
         progress(f"{variant}: comparing tensors with fp32")
         tensors = verify_tensors(self.model.run, candidate.run, self.tensor_feeds, tuple(self.model.output_names),
@@ -190,12 +214,22 @@ class Reference:
             raise VerificationError(
                 f"{variant} missed its gate: {result.describe()} (by {-result.margin:.2f}); {result.rule_reason}",
                 result=result.to_dict())
+        progress(f"{variant}: alone vs batched on the evaluation split")
+        invariant = self.batch_invariance(staging, candidate)
+        if not invariant.passed and self.invariance.required:
+            raise BatchVarianceError(
+                f"{variant} answers differently in a batch: {invariant.describe()}; first: "
+                f"{invariant.first_difference}. Publish it anyway with --allow-batch-variant",
+                result=result.to_dict(), invariance=invariant.to_dict())
         summary = {"passed": True, "tensors": {"against": "onnx fp32", "gated": tensors.gated,
                                                "worst": tensors.worst()},
                    "gate": {k: v for k, v in result.to_dict().items() if k != "figures"},
-                   "figures": result.figures}
-        # What the verification ran with (threads and where the count came from), not the parent's record.
-        manifest = {**manifest, "stages": {**manifest.get("stages", {}), "run": run_settings(candidate)}}
-        finish_bundle(staging, destination, manifest,
-                      {"tensors": tensors.to_dict(), "gate": result.to_dict(), **report}, summary)
-        return result
+                   "figures": result.figures, "batch_invariance": invariant.to_dict()}
+        # What the verification ran with (threads and where the count came from), not the parent's record; and
+        # the invariance check, which `distilrt serve` reads before it batches requests.
+        stages = {**manifest.get("stages", {}), "run": run_settings(candidate),
+                  "invariance": {**self.invariance.to_dict(), "passed": invariant.passed}}
+        finish_bundle(staging, destination, {**manifest, "stages": stages},
+                      {"tensors": tensors.to_dict(), "gate": result.to_dict(),
+                       "batch_invariance": invariant.to_dict(), **report}, summary)
+        return Verified(result, invariant)

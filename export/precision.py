@@ -16,6 +16,7 @@ import numpy as np
 from distilrt.errors import ExportError
 from distilrt.export.build_log import Steps
 from distilrt.export.config import PrecisionConfig
+from distilrt.export.per_token_int8 import to_per_token
 from distilrt.progress import Progress
 
 
@@ -85,6 +86,8 @@ def to_int8_dynamic(source: Path, target: Path, config: PrecisionConfig) -> None
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     except Exception as e:
         raise ExportError(f"onnxruntime dynamic quantization failed on {source}: {e}") from e
+    if config.activation_scales == "token":
+        to_per_token(target)
 
 
 # Calibration inputs whose activations are held in memory at once. onnxruntime's histogram calibrators keep

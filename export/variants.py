@@ -99,8 +99,9 @@ def _build_one(reference: Reference, variant: str, options: VariantOptions, scra
                                                   f"onnx {variant} (onnxruntime CPU)", progress)
         size = (destination / MODEL_FILE).stat().st_size / 2**20
         progress(f"{variant}: published ({result.describe()})")
-        return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict(),
-                              calibration=calibration_identity, float_layers=_float_layers(destination, precision))
+        return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.gate.to_dict(),
+                              calibration=calibration_identity, float_layers=_float_layers(destination, precision),
+                              invariance=result.invariance.to_dict())
     except DistilrtError as e:
         progress(f"{variant}: NOT published: {e}")
         return VariantOutcome.failed(variant, e, time.perf_counter() - started, calibration=calibration_identity)
@@ -176,7 +177,8 @@ def _float_layers(bundle: Path, precision: PrecisionConfig | None) -> dict | Non
     in_float = weighted_nodes_of(graph, ("MatMul", "Attention"))  # a float weight: the layer was not quantized
     # Quantized layers: static Q/DQ MatMuls read a dequantized weight; dynamic ones became integer ops.
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    quantized = [n for n in graph.node if n.op_type in ("MatMulInteger", "QAttention", "DynamicQuantizeMatMul")
+    quantized = [n for n in graph.node if n.op_type in ("MatMulInteger", "MatMulIntegerToFloat", "QAttention",
+                                                          "DynamicQuantizeMatMul")
                  or (n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in dequantized)]
     return {"float": len(in_float), "linear": len(in_float) + len(quantized), "searched": list(precision.float_nodes)}
 

@@ -54,6 +54,17 @@ class VerificationError(DistilrtError):
         self.result = result
 
 
+class BatchVarianceError(VerificationError):
+    """A variant answers differently alone and in a mixed-length batch; it is not published.
+
+    ``result`` holds its gate result (it passed the gate), ``invariance`` the failed check.
+    """
+
+    def __init__(self, message: str, result=None, invariance=None):
+        super().__init__(message, result)
+        self.invariance = invariance
+
+
 class IncompatibleEngineError(CapabilityError):
     """A TensorRT engine was built for another GPU or TensorRT version than this machine has.
 

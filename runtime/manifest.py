@@ -236,6 +236,13 @@ class Manifest(Mapping[str, Any]):
         return None if record is None else record["variant"]
 
     @property
+    def batch_invariant(self) -> bool | None:
+        """Whether the build found that this bundle answers the same alone and in mixed-length batches; None in
+        bundles made before it was checked (docs/design.md#batch-invariance)."""
+        record = self.stage("invariance")
+        return None if record is None else record["passed"]
+
+    @property
     def run_settings(self) -> Mapping[str, Any] | None:
         """What the build's verification ran with (backend; ONNX Runtime: intra-op threads and where the count came
         from); None in bundles made before it was recorded."""

@@ -135,6 +135,8 @@ def check_manifest(data: Any, where: str = "manifest.json") -> None:
         stages.object(name, optional=True)
     if stages is not None and stages.data.get("engine_source") is not None:
         stages.object("engine_source").str("variant")
+    if stages is not None and stages.data.get("invariance") is not None:
+        stages.object("invariance").bool("passed")  # Manifest.batch_invariant reads it
     for key in ("tools", "verification", "calibration", "fused_ops"):
         top.object(key, optional=True)
     files = top.object("files")

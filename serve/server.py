@@ -191,10 +191,14 @@ def _die_with_parent() -> None:
 
 
 def batch_dependent(bundle) -> bool:
-    """Whether a request's outputs depend on the others in its batch: dynamic int8 quantizes activations with
-    one scale per tensor, the whole batch (padding included), measured in docs/design.md#serving-and-transformers-5."""
+    """Whether a request's outputs may depend on the others in its batch: its build found that it answers
+    differently alone and batched (published with --allow-batch-variant), or, in a bundle built before that was
+    checked, it is int8-dynamic with ONNX Runtime's per-tensor activation scales (docs/design.md#batch-invariance)."""
+    invariant = bundle.manifest.batch_invariant
+    if invariant is not None:
+        return not invariant
     precision = bundle.manifest.stage("precision") or {}
-    return precision.get("variant") == "int8-dynamic"
+    return precision.get("variant") == "int8-dynamic" and precision.get("activation_scales", "tensor") == "tensor"
 
 
 def serve(bundle_args: list[str], config: ServingConfig, ports: Ports = Ports(), *, access: Access | None = None,
@@ -208,9 +212,10 @@ def serve(bundle_args: list[str], config: ServingConfig, ports: Ports = Ports(),
     if config.dynamic_batching:
         for name, bundle in models:
             if batch_dependent(bundle):
-                print(f"distilrt serve: warning: {name} is {bundle.variant}, whose activation scales are computed over "
-                      "the whole batch: a batched request's scores, and sometimes its answer, can differ from the same "
-                      "request alone; --no-dynamic-batching gives exactly the in-process answers", file=sys.stderr)
+                print(f"distilrt serve: warning: {name} ({bundle.variant}) was not verified to answer the same alone and "
+                      "batched: a batched request's scores, and sometimes its answer, can differ from the same request "
+                      "alone; rebuild it (int8-dynamic now scales each token on its own), or pass --no-dynamic-batching "
+                      "for exactly the in-process answers", file=sys.stderr)
     if log_file is None and not verbose:
         handle, name = tempfile.mkstemp(prefix="distilrt-serve-", suffix=".log")  # mode 0600
         os.close(handle)

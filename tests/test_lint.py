@@ -68,7 +68,7 @@ _UINT8_RULES = {"tensor-dtype", "qdq-type"}
 
 @pytest.mark.parametrize("variant, must_name, other_rules", [
     ("fused", {"Attention", "SkipLayerNormalization"}, set()),
-    ("int8-dynamic", {"QAttention", "MatMulInteger", "DynamicQuantizeLinear"}, _UINT8_RULES),
+    ("int8-dynamic", {"MatMulIntegerToFloat", "MultiHeadAttention"}, _UINT8_RULES),
 ])
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))
 def test_onnx_runtime_variants_are_rejected_with_the_op_types(tiny_variant_builds, name, variant, must_name,

@@ -88,18 +88,27 @@ def test_a_backend_failure_reaches_every_request_of_its_call():
     assert [str(a) for a in answers] == ["onnxruntime failed"] * 2
 
 
-def test_int8_dynamic_bundles_are_flagged_as_batch_dependent(tiny_bundles):
+def test_only_bundles_not_verified_batch_invariant_are_flagged(tiny_bundles):
+    """serve warns for a bundle whose build found it batch dependent (--allow-batch-variant), and for bundles built
+    before the check when they are per-tensor int8-dynamic; a verified bundle batches without a warning."""
     from distilrt.bundle import Bundle
     from distilrt.manifest import Manifest
     from distilrt.serve.server import batch_dependent
 
     fp32 = tiny_bundles[QA_NAME]
-    assert not batch_dependent(fp32)
     data = fp32.manifest.to_dict()
-    data["stages"] = {**data["stages"], "precision": {"variant": "int8-dynamic"}}
-    assert batch_dependent(Bundle(fp32.path, Manifest(data)))
-    data["stages"]["precision"] = {"variant": "int8-qdq"}  # calibrated, fixed scales: nothing shared across the batch
-    assert not batch_dependent(Bundle(fp32.path, Manifest(data)))
+
+    def flagged(**stages) -> bool:
+        data["stages"] = {**fp32.manifest.to_dict()["stages"], **stages}
+        data["stages"] = {k: v for k, v in data["stages"].items() if v is not None}
+        return batch_dependent(Bundle(fp32.path, Manifest(data)))
+
+    assert not flagged(invariance=None)  # fp32 built before the check: fixed graph, nothing shared
+    assert flagged(invariance=None, precision={"variant": "int8-dynamic"})  # old: per-tensor scales
+    assert not flagged(invariance=None, precision={"variant": "int8-dynamic", "activation_scales": "token"})
+    assert not flagged(invariance=None, precision={"variant": "int8-qdq"})  # calibrated, fixed scales
+    assert flagged(invariance={"passed": False}, precision={"variant": "int8-dynamic", "activation_scales": "tensor"})
+    assert not flagged(invariance={"passed": True}, precision={"variant": "int8-dynamic", "activation_scales": "token"})
 
 
 def test_read_batch_gives_one_request_per_example():

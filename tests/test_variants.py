@@ -168,10 +168,13 @@ def test_static_int8_quantizes_only_linear_layers(static_int8_graphs, variant):
     assert {n.op_type for n in consumers} == {"MatMul"}
 
 
-def test_int8_dynamic_uses_the_cpu_fast_path(tiny_variant_builds):
+def test_int8_dynamic_uses_per_token_scales_and_keeps_attention_fused(tiny_variant_builds):
+    """The default int8-dynamic: per-row QuantizeLinear into MatMulIntegerToFloat, fused MultiHeadAttention; none
+    of ONNX Runtime's per-tensor ops (DynamicQuantizeLinear, QAttention) is left."""
     _, outcomes = _outcomes(tiny_variant_builds, "distilbert-base-uncased")
     ops = {n.op_type for n in _load(outcomes["int8-dynamic"].bundle / "model.onnx").graph.node}
-    assert {"QAttention", "MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    assert {"QuantizeLinear", "MatMulIntegerToFloat", "MultiHeadAttention"} <= ops
+    assert not ops & {"DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
 
 
 def test_fp16_keeps_io_fp32_and_reports_how_it_was_checked(tiny_variant_builds):

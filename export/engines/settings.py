@@ -24,7 +24,8 @@ from distilrt.tokenization import MASK_POSITIONS
 _NOT_ENGINE_SOURCES = {
     "fused": "its fused ops (Attention, SkipLayerNormalization, ...) are ONNX Runtime contrib ops (com.microsoft) "
              "that TensorRT's ONNX parser does not take",
-    "int8-dynamic": "DynamicQuantizeLinear, MatMulInteger and QAttention are ONNX Runtime-only",
+    "int8-dynamic": "its per-token int8 products (MatMulIntegerToFloat) and MultiHeadAttention are ONNX Runtime "
+                    "contrib ops (com.microsoft), and its codes are uint8",
     "int8-qdq": "its Q/DQ nodes are uint8 with nonzero zero points; TensorRT takes symmetric int8 Q/DQ "
                 "(the int8-qdq-trt variant)",
 }

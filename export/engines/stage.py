@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distilrt.bundle import Bundle, read_bundle
-from distilrt.errors import CapabilityError, DistilrtError, ExportError, VerificationError
+from distilrt.errors import BatchVarianceError, CapabilityError, DistilrtError, ExportError, VerificationError
 from distilrt.export.config import EngineConfig, ShapeProfile, engine_variant, gate_key
 from distilrt.export.derived_bundles import Reference, VariantOptions, VariantOutcome
 from distilrt.export.engines.builder import DEFAULT_TIMING_CACHE_DIR, BuildMachine, build_machine, build_plan
@@ -106,6 +106,8 @@ def _build_one(reference: Reference, planned: _Planned, config: EngineConfig, ma
                 result = reference.verify_and_publish(
                     staging, destination, engine, manifest, gate, {"lint": planned.lint.to_dict()},
                     f"tensorrt {variant} ({machine.gpu['name']})", progress)
+            except BatchVarianceError:
+                raise  # the precision hint is about accuracy, not batch variance
             except VerificationError as e:
                 raise VerificationError(f"{e}; {reduce_hint(onnx_path, planned.settings)}",
                                         result=e.result) from e
@@ -113,7 +115,8 @@ def _build_one(reference: Reference, planned: _Planned, config: EngineConfig, ma
                 engine.close()
         size = (destination / ENGINE_FILE).stat().st_size / 2**20
         progress(f"{variant}: published ({result.describe()})")
-        return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.to_dict())
+        return VariantOutcome(variant, True, destination, time.perf_counter() - started, size, result.gate.to_dict(),
+                              invariance=result.invariance.to_dict())
     except DistilrtError as e:
         progress(f"{variant}: NOT published: {e}")
         return VariantOutcome.failed(variant, e, time.perf_counter() - started)
