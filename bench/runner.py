@@ -175,11 +175,20 @@ def checkpoint_name(manifest: Manifest) -> str:
     return Manifest(manifest).source.name
 
 
+def variant_label(bundle: Bundle) -> str:
+    """The variant as the reports name it: int8-dynamic with ONNX Runtime's per-tensor activation scales (a
+    non-default, batch-dependent form) is told apart from the per-token default, so both can run side by side."""
+    precision = bundle.manifest.stage("precision") or {}
+    if bundle.variant == "int8-dynamic" and precision.get("activation_scales", "tensor") == "tensor":
+        return "int8-dynamic (per-tensor)"
+    return bundle.variant
+
+
 def bundle_record(bundle: Bundle) -> dict:
     """What the report needs of a bundle, so that it can be made without the bundle: its accuracy figures."""
     manifest = bundle.manifest
     return {"checkpoint": checkpoint_name(manifest), "checkpoint_id": manifest.source.id,
-            "variant": bundle.variant, "bundle": str(bundle.path), "task": bundle.task,
+            "variant": variant_label(bundle), "bundle": str(bundle.path), "task": bundle.task,
             "architecture": manifest.architecture, "backend": manifest.model_file.backend,
             "random_weights": manifest.source.random_weights,
             "model_mb": bundle.model_path.stat().st_size / 2**20 if bundle.model_path.is_file() else None,
@@ -208,11 +217,16 @@ class _CheckpointBench:
         for reference in self.config.references:
             rows += self._reference(reference)
         for bundle in self.bundles:
-            identity = {"runner": "distilrt", "variant": bundle.variant, "bundle": str(bundle.path),
-                        "backend": bundle.manifest.model_file.backend}
+            identity = self.identity(bundle)
             limit = min(self.settings.model_max_length, bundle.manifest.shape_profile["max_sequence"])
             rows += self._runner(identity, {"bundle": str(bundle.path)}, limit, "the bundle's shape profile")
         return rows
+
+    @staticmethod
+    def identity(bundle: Bundle) -> dict:
+        """A bundle's runner identity in the rows."""
+        return {"runner": "distilrt", "variant": variant_label(bundle), "bundle": str(bundle.path),
+                "backend": bundle.manifest.model_file.backend}
 
     def _reference(self, reference: str) -> list[dict]:
         identity, checkpoint = self.reference(reference)

@@ -36,9 +36,7 @@ class WorkloadRuns:
             else:
                 rows += self._skipped(identity, sets, checkpoint)
         for bundle in bench.bundles:
-            identity = {"runner": "distilrt", "variant": bundle.variant, "bundle": str(bundle.path),
-                        "backend": bundle.manifest.model_file.backend}
-            rows += self._runner(identity, {"bundle": str(bundle.path)}, sets)
+            rows += self._runner(bench.identity(bundle), {"bundle": str(bundle.path)}, sets)
         for made in sets:
             _score([r for r in rows if r["workload"] == made.workload.name and r["items"] == made.workload.items],
                    made)

@@ -28,7 +28,7 @@ from distilrt.bench.runner import BenchConfig, bench_bundles
 from distilrt.calib.sets import CalibConfig, EvalConfig
 from distilrt.config import default_of
 from distilrt.export.build import BuildOptions
-from distilrt.export.config import VARIANTS
+from distilrt.export.config import ACTIVATION_SCALES, VARIANTS, InvarianceConfig
 from distilrt.export.derived_bundles import VariantOptions
 from distilrt.export.int8_search import Int8SearchConfig
 from distilrt.export.pipeline import build_checkpoint
@@ -43,15 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     variants = parse_variants(args.variants)
     recipe = FinetuneRecipe(max_questions=args.train_questions)
     checkpoint = finetuned_qa_checkpoint(recipe)
+    invariance = InvarianceConfig(required=not args.allow_batch_variant)
     options = VariantOptions(calib=CalibConfig(size=args.calib_size),
                              evaluation=EvalConfig(questions=args.questions),
-                             int8_search=Int8SearchConfig(questions=args.search_questions) if args.search else None)
-    built = build_checkpoint(str(checkpoint), variants, BuildOptions(out_dir=args.out), options)
+                             int8_search=Int8SearchConfig(questions=args.search_questions) if args.search else None,
+                             activation_scales=args.activation_scales, invariance=invariance)
+    built = build_checkpoint(str(checkpoint), variants, BuildOptions(out_dir=args.out, invariance=invariance), options)
     rows = {"fp32": {"published": True, "bundle": str(built.fp32.path)}}
     for outcome in built.variants:
         rows[outcome.variant] = {"published": outcome.published, "bundle": outcome.bundle and str(outcome.bundle),
                                  "reason": outcome.reason, "gate": outcome.gate, "float_layers": outcome.float_layers,
-                                 "model_mb": outcome.model_mb}
+                                 "model_mb": outcome.model_mb, "invariance": outcome.invariance}
     speed = _speedups(built, args)
     result = {"checkpoint": str(checkpoint), "finetune": recipe.to_dict(), "evaluation_questions": args.questions,
               "search": options.int8_search and options.int8_search.to_dict(), "variants": rows, "speedup": speed,
@@ -102,8 +104,9 @@ def render(result: dict) -> str:
              f"Fine-tuned: {result['finetune']}. Gates start on {result['evaluation_questions']} held-out questions "
              "and double while the paired interval straddles the threshold (the questions column).", "",
              "| variant | published | rule | questions | gold F1 % of fp32 | lower bound | upper bound | threshold | margin "
-             "| gold F1 fp32 → variant | agreement F1 vs fp32 | float / linear layers (head included) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| gold F1 fp32 → variant | agreement F1 vs fp32 | float / linear layers (head included) "
+             "| alone = batched |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, row in result["variants"].items():
         gate, figures = row.get("gate") or {}, (row.get("gate") or {}).get("figures") or {}
         gold = (figures.get("fp32_vs_gold") or {}).get("f1"), (figures.get("vs_gold") or {}).get("f1")
@@ -113,7 +116,8 @@ def render(result: dict) -> str:
                      f"{_num(gate.get('upper_bound'))} | {_num(gate.get('threshold'))} | "
                      f"{_num(gate.get('margin'))} | {_num(gold[0])} → {_num(gold[1])} | "
                      f"{_num((figures.get('vs_fp32') or {}).get('f1'))} | "
-                     + (f"{floats['float']}/{floats['linear']}" if floats else "—") + " |")
+                     + (f"{floats['float']}/{floats['linear']}" if floats else "—") + " | "
+                     + _invariance(row.get("invariance")) + " |")
     speed = result["speedup"]
     cells = list(speed["fp32_p50_ms"])
     lines += ["", f"## Model-only speed-up over fp32 (ONNX Runtime CPU, {speed['threads']} threads, "
@@ -133,6 +137,12 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _invariance(record: dict | None) -> str:
+    if not record:
+        return "—"
+    return "yes" if record["passed"] else f"NO ({record['differing']} of {record['items']} differ)"
+
+
 def _num(value, suffix: str = "") -> str:
     return "—" if value is None else f"{value:.2f}{suffix}"
 
@@ -148,6 +158,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
                         help="accuracy-aware int8 search (default on)")
     parser.add_argument("--search-questions", type=int, default=default_of(Int8SearchConfig, "questions"))
+    parser.add_argument("--activation-scales", choices=ACTIVATION_SCALES, default="token",
+                        help="int8-dynamic's activation scales (default: per token, batch-invariant)")
+    parser.add_argument("--allow-batch-variant", action="store_true",
+                        help="publish variants that answer differently alone and batched (e.g. --activation-scales "
+                             "tensor), marked as such")
     parser.add_argument("--bench-repeats", type=int, default=20)
     parser.add_argument("--bench-max-seconds", type=float, default=10.0)
     return parser

@@ -13,6 +13,7 @@ from distilrt.calib.sets import CalibConfig, EvalConfig
 from distilrt.config import default_of
 from distilrt.errors import UserInputError
 from distilrt.export.config import (
+    ACTIVATION_SCALES,
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
     ENGINE_SOURCES,
@@ -20,6 +21,7 @@ from distilrt.export.config import (
     VARIANTS,
     EngineConfig,
     ExportConfig,
+    InvarianceConfig,
     ShapeProfile,
     VerifyConfig,
 )
@@ -56,6 +58,12 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                              "--no-int8-search keeps the spec's recipe as it is")
     parser.add_argument("--max-float-share", type=float, default=default_of(Int8SearchConfig, "max_float_share"),
                         help="--int8-search: most linear layers left in float, as a share (default %(default)s)")
+    parser.add_argument("--activation-scales", choices=ACTIVATION_SCALES, default="token",
+                        help="int8-dynamic: one scale per token (default: answers do not depend on batch-mates) or "
+                             "ONNX Runtime's one per tensor (batch dependent: refused unless --allow-batch-variant)")
+    parser.add_argument("--allow-batch-variant", action="store_true",
+                        help="publish a bundle that answers differently alone and batched (its manifest says so and "
+                             "`distilrt serve` warns); by default it is not published")
     parser.add_argument("--engine", action="store_true",
                         help="also build a TensorRT engine from each GPU-bound variant built (fp32, fp16, "
                              "int8-qdq-trt); needs full TensorRT and a GPU, and is reported as not built (exit 0) "
@@ -112,9 +120,12 @@ def build(args) -> int:
                               masked_positions=args.eval_masks),
         calibration_method=args.calibration_method,
         int8_search=Int8SearchConfig(max_float_share=args.max_float_share) if args.int8_search else None,
+        activation_scales=args.activation_scales,
+        invariance=InvarianceConfig(required=not args.allow_batch_variant),
     )
     options = BuildOptions(task=args.task, revision=args.revision, out_dir=args.out,
-                           export=ExportConfig(opset=args.opset), verify=VerifyConfig(task_samples=args.task_samples))
+                           export=ExportConfig(opset=args.opset), verify=VerifyConfig(task_samples=args.task_samples),
+                           invariance=InvarianceConfig(required=not args.allow_batch_variant))
     engines = _engine_request(args) if args.engine else None
     built = build_checkpoint(args.checkpoint, variants, options, variant_options, engines)
     print(f"fp32: {built.fp32.path}")

@@ -15,6 +15,7 @@ from distilrt.calib.synthetic import padded_feeds
 from distilrt.errors import BatchVarianceError, DistilrtError, UserInputError, VerificationError
 from distilrt.export import gates, invariance
 from distilrt.export.config import (
+    ACTIVATION_SCALES,
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
     GATES,
@@ -39,6 +40,8 @@ class VariantOptions:
     calib: CalibConfig = field(default_factory=CalibConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     calibration_method: str = DEFAULT_CALIBRATION_METHOD
+    # int8-dynamic's activation scales: "token" (batch-invariant, the default) or ONNX Runtime's "tensor".
+    activation_scales: str = "token"
     gates: dict = field(default_factory=lambda: dict(GATES))
     # Accuracy-aware int8 (export/int8_search.py), on by default: on real weights the spec's recipes alone miss
     # the gate (docs/design.md#quantization). None keeps the spec's recipe as it is.
@@ -52,6 +55,9 @@ class VariantOptions:
         if self.calibration_method not in CALIBRATION_METHODS:
             raise UserInputError(f"calibration method {self.calibration_method!r} is unknown; "
                                  f"use one of {', '.join(CALIBRATION_METHODS)}")
+        if self.activation_scales not in ACTIVATION_SCALES:
+            raise UserInputError(f"activation scales {self.activation_scales!r} are unknown; "
+                                 f"use one of {', '.join(ACTIVATION_SCALES)}")
 
 
 @dataclass

@@ -11,9 +11,8 @@ quantization and so its answer. Its maintainers declined per-row scales in the l
   hold -127..127. A row's codes and scale depend on the row alone. Symmetric around a fixed zero point because
   ORT's MatMulInteger kernels take only a scalar zero point for A; uint8 (not int8) because the u8 x u8 kernels
   cannot saturate on CPUs without VNNI (PrecisionConfig.weight_type).
-- MatMulInteger -> Cast -> Mul(activation scale x weight scales) becomes com.microsoft MatMulIntegerToFloat with
-  the weights' per-column scales (exact int32 product, scaled in the GEMM's epilogue), then a Mul by the row
-  scale: a scale that varies by row cannot go inside, as the kernels take a scalar or per-column A scale.
+- MatMulInteger -> Cast -> Mul(activation scale x weight scales) becomes one com.microsoft MatMulIntegerToFloat:
+  the exact int32 product, the weights' per-column scales in the GEMM's epilogue, the row scales after it.
 - QAttention (per-tensor by definition) becomes the same per-token product for the packed QKV projection, a Split
   into Q, K and V, and ONNX Runtime's fused MultiHeadAttention with the QKV bias and the same mask, so the
   attention core stays one fused op.
@@ -144,10 +143,9 @@ class _Rewriter:
         ]
 
     def _matmul(self, node, consumers) -> tuple[list, list]:
-        """MatMulInteger -> Cast -> Mul(Mul(activation scale, weight scale)) becomes
-        MatMulIntegerToFloat(weight scales per column) -> Mul(row scale): the product scaled in the GEMM's own
-        epilogue, the row scale after it. Returns (the nodes folded away, the new nodes)."""
-        from onnx import helper
+        """MatMulInteger -> Cast -> Mul(Mul(activation scale, weight scales)) becomes one
+        MatMulIntegerToFloat(a_scale = the [..., 1] row scales, b_scale = the weights' column scales). Returns (the
+        nodes folded away, the new nodes)."""
 
         cast = self._only_consumer(node.output[0], consumers, "Cast")
         output_mul = self._only_consumer(cast.output[0], consumers, "Mul")
@@ -156,15 +154,10 @@ class _Rewriter:
         if product is None or not self.row_scales.intersection(product.input):
             raise ExportError(f"per-token int8: unexpected output scaling after {node.name}")
         row_scale, weight_scale = product.input if product.input[0] in self.row_scales else product.input[::-1]
-        one = self._constant("one", np.array(1.0, np.float32))
         codes, weight, zero_point, weight_zero_point = (list(node.input) + ["", ""])[:4]
-        base = node.name or node.output[0]
-        column_scaled = f"{base}/per_token/column_scaled"
         return [cast, output_mul, product], [
-            helper.make_node("MatMulIntegerToFloat", [codes, weight, one, weight_scale, zero_point, weight_zero_point],
-                             [column_scaled], name=f"{base}/per_token/MatMulIntegerToFloat", domain=_MS_DOMAIN),
-            helper.make_node("Mul", [column_scaled, row_scale], list(output_mul.output), name=f"{base}/per_token/RowScale"),
-        ]
+            _product(codes, weight, row_scale, weight_scale, zero_point, weight_zero_point, list(output_mul.output),
+                     f"{node.name or node.output[0]}/per_token/MatMulIntegerToFloat")]
 
     @staticmethod
     def _only_consumer(name: str, consumers, op_type: str):
@@ -201,11 +194,9 @@ class _Rewriter:
         mha_attributes = {"num_heads": attributes["num_heads"]}
         if "mask_filter_value" in attributes:
             mha_attributes["mask_filter_value"] = attributes["mask_filter_value"]
-        one = self._constant("one", np.array(1.0, np.float32))
         return [
-            helper.make_node("MatMulIntegerToFloat", [codes, weight, one, weight_scale, zero_point, weight_zero_point],
-                             [t("qkv_column_scaled")], name=t("MatMulIntegerToFloat"), domain=_MS_DOMAIN),
-            helper.make_node("Mul", [t("qkv_column_scaled"), row_scale], [t("qkv")], name=t("RowScale")),
+            _product(codes, weight, row_scale, weight_scale, zero_point, weight_zero_point, [t("qkv")],
+                     t("MatMulIntegerToFloat")),
             helper.make_node("Split", [t("qkv"), split_sizes], [t("q"), t("k"), t("v")], name=t("Split"), axis=-1),
             helper.make_node("MultiHeadAttention", [t("q"), t("k"), t("v"), bias, mask_index], list(node.output),
                              name=t("MultiHeadAttention"), domain=_MS_DOMAIN, **mha_attributes),
@@ -216,3 +207,16 @@ class _Rewriter:
             if initializer.name == initializer_name:
                 return int(initializer.dims[-1])
         raise ExportError(f"per-token int8: weight {initializer_name} is not an initializer")
+
+
+def _product(codes: str, weight: str, row_scale: str, weight_scale: str, zero_point: str, weight_zero_point: str,
+             outputs: list[str], name: str):
+    """A per-token int8 product: exact int32 sums of (codes - 128) x (weights - their zero points), times the
+    weights' column scales in the GEMM's epilogue, then times the [..., 1] row scales. MatMulIntegerToFloat takes
+    a per-row A scale of shape [..., M, 1] by design (onnxruntime contrib_ops/cpu/quantization/
+    dynamic_quantize_matmul.cc: FixupScaleTensor, then ScaleOutput in place). No bias input: the GEMM adds the
+    bias before that row scaling, so the graph's own bias ops stay after the product."""
+    from onnx import helper
+
+    return helper.make_node("MatMulIntegerToFloat", [codes, weight, row_scale, weight_scale, zero_point,
+                                                     weight_zero_point], outputs, name=name, domain=_MS_DOMAIN)

@@ -16,6 +16,7 @@ from distilrt.export.config import (
     ExportConfig,
     FuseConfig,
     Gate,
+    InvarianceConfig,
     PrecisionConfig,
     ShapeProfile,
     Tolerances,
@@ -38,7 +39,16 @@ def options_from_manifest(manifest: Manifest, out_dir: Path) -> BuildOptions:
         verify=VerifyConfig.from_dict(manifest.stage("verify")),
         tolerances=Tolerances.from_dict(manifest.stage("tolerances")),
         shape_profile=ShapeProfile.from_dict(manifest.shape_profile),
+        invariance=invariance_from_manifest(manifest),
     )
+
+
+def invariance_from_manifest(manifest: Manifest) -> InvarianceConfig:
+    """The recorded batch-invariance check (its config beside its outcome); the default where none was made."""
+    record = manifest.stage("invariance")
+    if record is None:
+        return InvarianceConfig()
+    return InvarianceConfig.from_dict({k: v for k, v in record.items() if k != "passed"})
 
 
 def variant_options_from_manifest(manifest: Manifest) -> VariantOptions:
@@ -53,6 +63,7 @@ def variant_options_from_manifest(manifest: Manifest) -> VariantOptions:
         calibration_method=(precision or {}).get("calibration_method") or DEFAULT_CALIBRATION_METHOD,
         gates={**GATES, gate_key(manifest.variant): Gate.from_dict(manifest.stage("gate"))},
         precision=recorded,
+        invariance=invariance_from_manifest(manifest),
     )
 
 

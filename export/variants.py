@@ -37,11 +37,12 @@ def parse_variants(text: str) -> tuple[str, ...]:
     return variants
 
 
-def precision_config(variant: str, spec: ArchitectureSpec, method: str) -> PrecisionConfig:
+def precision_config(variant: str, spec: ArchitectureSpec, method: str,
+                     activation_scales: str = "token") -> PrecisionConfig:
     if variant == "fp16":
         return PrecisionConfig.fp16(spec.fp16_keep_fp32)
     if variant == "int8-dynamic":
-        return PrecisionConfig.int8_dynamic(spec.int8.keep_float)
+        return PrecisionConfig.int8_dynamic(spec.int8.keep_float, activation_scales)
     make = PrecisionConfig.int8_qdq if variant == "int8-qdq" else PrecisionConfig.int8_qdq_trt
     return make(spec.int8.op_types, spec.int8.keep_float, method)
 
@@ -114,7 +115,8 @@ def _make_graph(reference: Reference, variant: str, options: VariantOptions, scr
     if variant == "fused":
         shutil.copy(scratch / "fused.onnx", target)
         return None, None
-    precision = options.precision.get(variant) or precision_config(variant, reference.spec, options.calibration_method)
+    precision = options.precision.get(variant) or precision_config(variant, reference.spec, options.calibration_method,
+                                                                   options.activation_scales)
     source = scratch / "fused.onnx" if precision.source_graph == "fused" else reference.bundle.onnx_path
     feeds = None
     if precision.is_static_int8:

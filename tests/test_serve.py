@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("pytriton", reason="serving needs nvidia-pytriton (pip install distilrt[serve])")
 pytest.importorskip("tritonclient.http", reason="the serving tests need tritonclient (pip install distilrt[serve])")
 
-from conftest import MLM_CHECKPOINTS, QA_CHECKPOINTS  # noqa: E402
+from conftest import MLM_CHECKPOINTS, QA_CHECKPOINTS, small_variant_options  # noqa: E402
 
 import distilrt  # noqa: E402
 from distilrt.calib import SQUAD_DEV, WIKITEXT_VALID  # noqa: E402
@@ -150,6 +150,70 @@ def test_32_concurrent_clients_get_exactly_the_in_process_answers(served, heads)
     assert len(counts) == CLIENTS * REQUESTS_PER_CLIENT and set(counts.values()) == {1}
     assert all(same for _, _, same in results), sum(not same for _, _, same in results)
     executions, inferences = (after - b for after, b in zip(_batch_stats(served, qa_name), before))
+    assert inferences > executions, "the dynamic batcher never put two requests in one execution"
+
+
+@pytest.fixture(scope="module")
+def served_int8(tiny_checkpoints, tmp_path_factory):
+    """int8-dynamic (per-token, the default) of one QA and one fill-mask stand-in, built and gated here, on one
+    tritonserver with dynamic batching on; and their in-process heads."""
+    from distilrt.export.build import BuildOptions, build_fp32
+    from distilrt.export.variants import build_variants
+
+    tmp = tmp_path_factory.mktemp("serve-int8")
+    names = (QA_CHECKPOINTS[1], MLM_CHECKPOINTS[1])
+    bundles = []
+    for name in names:
+        fp32 = build_fp32(str(tiny_checkpoints[name]), BuildOptions(out_dir=tmp / "artifacts"),
+                          progress=lambda message: None)
+        [outcome] = build_variants(fp32, ("int8-dynamic",), small_variant_options(), progress=lambda message: None)
+        assert outcome.published, outcome.reason
+        bundles.append(distilrt.read_bundle(outcome.bundle))
+        assert bundles[-1].manifest.batch_invariant is True
+    write_repository(named_bundles(bundles, list(names)), tmp / "repo",
+                     ServingConfig(max_queue_delay_us=2000, threads=1), form="python", copy_bundles=False)
+    server = TritonProcess(tmp / "repo", Ports(*free_ports()), log=tmp / "triton.log", exit_timeout_s=5)
+    loaded = {name: distilrt.load(bundle.path) for name, bundle in zip(names, bundles)}
+    server.start()
+    try:
+        server.wait_ready(180)
+        yield server, loaded
+    finally:
+        server.close()
+        for head in loaded.values():
+            head.close()
+
+
+def test_int8_dynamic_served_with_dynamic_batching_answers_as_each_request_alone(served_int8):
+    """32 clients, mixed QA lengths and fill-mask, through Triton's dynamic batcher: every int8-dynamic answer,
+    scores included, equals the in-process answer to that request alone (per-token scales:
+    docs/design.md#batch-invariance)."""
+    server, heads = served_int8
+    qa_name, mlm_name = QA_CHECKPOINTS[1], MLM_CHECKPOINTS[1]
+    examples = qa_examples(60, seed=7)
+    texts = mlm_examples(heads[mlm_name].tokenizer_settings.mask_token, 30, seed=8)
+    expected_qa = [heads[qa_name](question=e["question"], context=e["context"],
+                                  **{k: v for k, v in e.items() if k == "top_k"}) for e in examples]
+    expected_mlm = [heads[mlm_name](text) for text in texts]
+    before = _batch_stats(server, qa_name)
+
+    def one_client(index: int) -> list[bool]:
+        rng = random.Random(100 + index)
+        same = []
+        with client(server, "grpc" if index % 2 else "http") as c:
+            for _ in range(12):
+                if rng.random() < 0.7:
+                    k = rng.randrange(len(examples))
+                    same.append(c.question_answering(qa_name, **examples[k]) == expected_qa[k])
+                else:
+                    k = rng.randrange(len(texts))
+                    same.append(c.fill_mask(mlm_name, texts[k]) == expected_mlm[k])
+        return same
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        results = [same for done in pool.map(one_client, range(CLIENTS)) for same in done]
+    assert len(results) == CLIENTS * 12 and all(results), f"{results.count(False)} answers differ from alone"
+    executions, inferences = (after - b for after, b in zip(_batch_stats(server, qa_name), before))
     assert inferences > executions, "the dynamic batcher never put two requests in one execution"
 
 
