@@ -27,9 +27,11 @@ def test_artifact_job_publishes_lint_clean_bundles_and_says_why_engines_were_ski
     assert done.returncode == 0, done.stderr[-3000:]
     entry = json.loads((tmp_path / "index.json").read_text())["checkpoints"]["albert-base-v2"]
     lint = {variant: (result["ready"], result["rules"]) for variant, result in entry["lint"].items()}
-    # int8-dynamic: ONNX Runtime's fused ops and uint8 weights (its CPU recipe), neither of which TensorRT takes
+    # int8-dynamic: ONNX Runtime's fused ops, uint8 weights (its CPU recipe) and per-token QuantizeLinear with
+    # scales computed at run time, none of which TensorRT takes
     assert lint == {"fp32": (True, []), "fp16": (True, []), "int8-qdq-trt": (True, []),
-                    "fused": (False, ["ort-only-op"]), "int8-dynamic": (False, ["ort-only-op", "qdq-type", "tensor-dtype"])}
+                    "fused": (False, ["ort-only-op"]),
+                    "int8-dynamic": (False, ["ort-only-op", "qdq-scale", "qdq-type", "qdq-zero-point", "tensor-dtype"])}
     assert set(entry["engines"]) == {"fp32-engine", "fp16-engine", "int8-qdq-trt-engine"}
     for engine in entry["engines"].values():
         if not engine["built"]:

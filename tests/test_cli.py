@@ -66,6 +66,23 @@ def test_build_with_variants_writes_a_summary(tiny_checkpoints, tmp_path, capsys
         "build-summary.json", "build.log", "fp32", "fused", "int8-dynamic"]
 
 
+@pytest.mark.slow  # builds a variant twice
+def test_per_tensor_int8_dynamic_is_refused_unless_allowed(tiny_checkpoints, tmp_path, capsys):
+    """--activation-scales tensor makes ONNX Runtime's batch-dependent int8-dynamic: not published (exit 1, the
+    reason in the summary) unless --allow-batch-variant, which publishes it marked as batch dependent."""
+    directory = tiny_checkpoints["distilbert-base-cased-distilled-squad"]
+    argv = ["build", str(directory), "--out", str(tmp_path), "--variants", "int8-dynamic", "--task-samples", "4",
+            "--eval-questions", "100", "--no-int8-search", "--activation-scales", "tensor"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "int8-dynamic: NOT published: int8-dynamic answers differently in a batch" in captured.out
+    assert captured.err.strip().splitlines()[-1].startswith("distilrt: error: not published: int8-dynamic")
+    assert main(argv + ["--allow-batch-variant"]) == 0
+    manifest = json.loads((tmp_path / directory.name / "int8-dynamic" / "manifest.json").read_text())
+    assert manifest["stages"]["invariance"]["passed"] is False
+    assert manifest["stages"]["precision"]["activation_scales"] == "tensor"
+
+
 def test_eval_command(tiny_bundles, capsys):
     bundle = tiny_bundles["distilbert-base-uncased-distilled-squad"].bundle
     assert main(["eval", str(bundle), "--reference", str(bundle), "--questions", "20"]) == 0

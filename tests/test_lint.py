@@ -62,13 +62,15 @@ def test_tensorrt_variants_lint_clean(tiny_variant_builds, name, variant):
         assert report.checked["qdq_pairs"] > 0 and report.checked["op_types"]["QuantizeLinear"] > 0
 
 
-# int8-dynamic's uint8 weights (its CPU recipe, docs/design.md#quantization) are a type TensorRT has not either.
-_UINT8_RULES = {"tensor-dtype", "qdq-type"}
+# int8-dynamic's uint8 weights (its CPU recipe, docs/design.md#quantization) are a type TensorRT has not either,
+# and its per-token QuantizeLinear has per-row scales and zero points computed at run time, not constants
+# (docs/design.md#batch-invariance).
+_INT8_DYNAMIC_RULES = {"tensor-dtype", "qdq-type", "qdq-scale", "qdq-zero-point"}
 
 
 @pytest.mark.parametrize("variant, must_name, other_rules", [
     ("fused", {"Attention", "SkipLayerNormalization"}, set()),
-    ("int8-dynamic", {"MatMulIntegerToFloat", "MultiHeadAttention"}, _UINT8_RULES),
+    ("int8-dynamic", {"MatMulIntegerToFloat", "MultiHeadAttention"}, _INT8_DYNAMIC_RULES),
 ])
 @pytest.mark.parametrize("name", list(SEED_CHECKPOINTS))
 def test_onnx_runtime_variants_are_rejected_with_the_op_types(tiny_variant_builds, name, variant, must_name,
@@ -77,8 +79,10 @@ def test_onnx_runtime_variants_are_rejected_with_the_op_types(tiny_variant_build
     report = lint_bundle(bundle)
     assert not report and "ort-only-op" in report.rules() and report.rules() - {"ort-only-op"} <= other_rules
     for finding in report.findings:
-        if finding.rule != "ort-only-op":
+        if finding.rule in ("tensor-dtype", "qdq-type"):
             assert finding.subject == "UINT8", finding
+        elif finding.rule != "ort-only-op":  # per-token QuantizeLinear: run-time scales and zero points
+            assert finding.subject in ("scale not constant", "not constant"), finding
     ops = [f for f in report.findings if f.rule == "ort-only-op"]
     for finding in ops:
         assert finding.subject in finding.message and "TensorRT" in finding.message, finding
@@ -368,12 +372,12 @@ def test_lint_command_rejects_with_one_line_and_writes_json(tiny_variant_builds,
     assert main(["lint", str(ready), str(rejected), "--json", str(report_file)]) == 1
     out, err = capsys.readouterr()
     assert f"{ready}: ready for TensorRT" in out
-    assert f"{rejected}: NOT ready for TensorRT" in out and "ort-only-op: " in out and "MatMulInteger x" in out
+    assert f"{rejected}: NOT ready for TensorRT" in out and "ort-only-op: " in out and "MatMulIntegerToFloat x" in out
     assert err.startswith("distilrt: error: 1 of 2 bundles not ready for TensorRT: ") and err.count("\n") == 1
     assert f"{rejected} (ort-only-op" in err
     reports = json.loads(report_file.read_text())
     assert [r["ready"] for r in reports] == [True, False]
-    assert "ort-only-op" in {f["rule"] for f in reports[1]["findings"]} <= {"ort-only-op"} | _UINT8_RULES
+    assert "ort-only-op" in {f["rule"] for f in reports[1]["findings"]} <= {"ort-only-op"} | _INT8_DYNAMIC_RULES
 
 
 def test_lint_command_on_a_missing_bundle(tmp_path, capsys):
