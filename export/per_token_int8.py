@@ -50,6 +50,8 @@ def to_per_token(path: Path) -> dict[str, int]:
 
 
 class _Rewriter:
+    """One pass over quantize_dynamic's nodes, in order: quantizers, products and attentions replaced in place."""
+
     def __init__(self, graph):
         self.graph = graph
         self.constants: dict[str, str] = {}
