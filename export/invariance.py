@@ -32,7 +32,7 @@ class InvarianceResult:
     items: int
     batch_size: int
     differing: int  # items whose answer (QA) or top-k tokens (fill-mask) differ, or whose scores are not within
-    worst_score_difference: float
+    worst_score_difference: float  # where the answers (QA) or a position's top-k tokens (fill-mask) agree
     score_atol: float
     first_difference: str | None = None  # the first differing item, described, for the error message
 
@@ -104,8 +104,9 @@ def check_mlm(run, split: MaskedEvalSet, pad_token_id: int, config: InvarianceCo
         one_tokens, one_scores = _top_k(one, top_k)
         many_tokens, many_scores = _top_k(many, top_k)
         same_tokens = np.array_equal(one_tokens, many_tokens)
-        difference = float(np.abs(one_scores - many_scores).max()) if same_tokens else float("inf")
-        worst = max(worst, difference) if same_tokens else worst
+        agreeing = (one_tokens == many_tokens).all(axis=-1)  # masked positions whose top-k agrees
+        difference = float(np.abs(one_scores - many_scores)[agreeing].max()) if agreeing.any() else 0.0
+        worst = max(worst, difference)
         if not same_tokens or difference > config.score_atol:
             differing += 1
             first_difference = first_difference or _first_mask_difference(index, one_tokens, many_tokens,
