@@ -12,7 +12,6 @@ import distilrt
 from distilrt.backends import open_bundle_model, run_settings
 from distilrt.bundle import Bundle
 from distilrt.calib.synthetic import padded_feeds
-from distilrt.errors import BatchVarianceError
 from distilrt.export import checkpoint as ckpt
 from distilrt.export import invariance
 from distilrt.export.config import ExportConfig, InvarianceConfig, ShapeProfile, Tolerances, VerifyConfig
@@ -113,7 +112,7 @@ def build_fp32(checkpoint_id: str, options: BuildOptions = BuildOptions(), progr
         # What the verification ran with (threads and where the count came from), beside how it was built, and
         # the invariance check that `distilrt serve` reads before it batches requests.
         manifest = {**manifest, "stages": {**manifest["stages"], "run": run_settings(model),
-                                           "invariance": {**options.invariance.to_dict(), "passed": invariant.passed}}}
+                                           "invariance": invariance.manifest_record(options.invariance, invariant)}}
 
         report = {"tensors": tensors.to_dict(), "tokenizer": tokenizer_check.to_dict(), "task": task.to_dict(),
                   "batch_invariance": invariant.to_dict()}
@@ -127,9 +126,7 @@ def _check_invariance(staged: Bundle, model, config: InvarianceConfig, progress:
     """fp32 alone vs in mixed-length batches on the first items of the evaluation split (export/invariance.py)."""
     progress(f"checking answers alone vs in mixed-length batches ({config.fp32_items} evaluation items)")
     invariant = invariance.check(staged, model, invariance.fp32_split(staged, model, config), config)
-    if not invariant.passed and config.required:
-        raise BatchVarianceError(f"fp32 answers differently in a batch: {invariant.describe()}; first: "
-                                 f"{invariant.first_difference}", invariance=invariant.to_dict())
+    invariance.require_invariant("fp32", invariant, config)
     return invariant
 
 

@@ -222,11 +222,7 @@ class Reference:
                 result=result.to_dict())
         progress(f"{variant}: alone vs batched on the evaluation split")
         invariant = self.batch_invariance(staging, candidate)
-        if not invariant.passed and self.invariance.required:
-            raise BatchVarianceError(
-                f"{variant} answers differently in a batch: {invariant.describe()}; first: "
-                f"{invariant.first_difference}. Publish it anyway with --allow-batch-variant",
-                result=result.to_dict(), invariance=invariant.to_dict())
+        invariance.require_invariant(variant, invariant, self.invariance, gate=result.to_dict())
         summary = {"passed": True, "tensors": {"against": "onnx fp32", "gated": tensors.gated,
                                                "worst": tensors.worst()},
                    "gate": {k: v for k, v in result.to_dict().items() if k != "figures"},
@@ -234,7 +230,7 @@ class Reference:
         # What the verification ran with (threads and where the count came from), not the parent's record; and
         # the invariance check, which `distilrt serve` reads before it batches requests.
         stages = {**manifest.get("stages", {}), "run": run_settings(candidate),
-                  "invariance": {**self.invariance.to_dict(), "passed": invariant.passed}}
+                  "invariance": invariance.manifest_record(self.invariance, invariant)}
         finish_bundle(staging, destination, {**manifest, "stages": stages},
                       {"tensors": tensors.to_dict(), "gate": result.to_dict(),
                        "batch_invariance": invariant.to_dict(), **report}, summary)

@@ -20,6 +20,7 @@ import numpy as np
 
 import distilrt
 from distilrt.calib.sets import EvalConfig, MaskedEvalSet, QAEvalSet, mlm_evaluation_set, qa_evaluation_set
+from distilrt.errors import BatchVarianceError
 from distilrt.export.config import InvarianceConfig
 from distilrt.export.precision import pad_to_common_length
 from distilrt.tokenization import MASK_POSITIONS
@@ -47,6 +48,21 @@ class InvarianceResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
+
+
+def require_invariant(variant: str, result: InvarianceResult, config: InvarianceConfig, gate: dict | None = None) -> None:
+    """BatchVarianceError for a bundle that failed the check, unless ``config`` allows it (--allow-batch-variant);
+    ``gate`` is the gate result it had passed, kept for the build summary."""
+    if not result.passed and config.required:
+        raise BatchVarianceError(
+            f"{variant} answers differently in a batch: {result.describe()}; first: {result.first_difference}. "
+            "Publish it anyway with --allow-batch-variant", result=gate, invariance=result.to_dict())
+
+
+def manifest_record(config: InvarianceConfig, result: InvarianceResult) -> dict:
+    """``stages.invariance``: the check's config and whether it passed (Manifest.batch_invariant reads it;
+    rebuild.invariance_from_manifest reads the config back)."""
+    return {**config.to_dict(), "passed": result.passed}
 
 
 def check(bundle, model, split: QAEvalSet | MaskedEvalSet, config: InvarianceConfig) -> InvarianceResult:
